@@ -1,0 +1,69 @@
+"""Baseline policies (MODEL.md section 6) over the common policy interface.
+
+A policy is ``act(key, static, params, obs) -> option`` with ``option`` (N,) int32, the option
+index ``m * E + e`` per device (-1 for a device with no task or no reachable ES). Policies read
+only the ``Observation`` (observed values), never the true rates or eps.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .config import EnvParams, EnvStatic
+from .dynamics import evaluate, reachable
+from .types import Observation
+
+
+def random_policy(key: jax.Array, static: EnvStatic, params: EnvParams, obs: Observation) -> jnp.ndarray:
+    """A uniformly random reachable option per device."""
+    mask = reachable(static, obs.L)  # (N, O)
+    logits = jnp.where(mask, 0.0, -jnp.inf)
+    choice = jax.random.categorical(key, logits, axis=-1)
+    return jnp.where(obs.active & jnp.any(mask, axis=-1), choice, -1).astype(jnp.int32)
+
+
+def greedy_order(static: EnvStatic, obs: Observation) -> jnp.ndarray:
+    """Devices by earliest possible arrival max(g, radio_free) + s*8/max reachable r_hat, ties by
+    index; devices without a task or without a link come last."""
+    best_rate = jnp.max(jnp.where(obs.L, obs.r_hat, 0.0), axis=-1)
+    has = obs.active & jnp.any(obs.L, axis=-1)
+    arrival = jnp.maximum(obs.radio, 0.0) + obs.s * 8.0 / jnp.where(has, best_rate, 1.0)
+    return jnp.argsort(jnp.where(has, arrival, jnp.inf), stable=True)
+
+
+def greedy_policy(key: jax.Array, static: EnvStatic, params: EnvParams, obs: Observation) -> jnp.ndarray:
+    """Place devices one by one (``greedy_order``); each takes the option maximising R on observed
+    values over the devices placed so far; ties to the earlier finish F of its own task, then the
+    lower ES, then the lower exit (i.e. the lower option index)."""
+    del key
+    n, n_opt = static.n, static.options
+    mask = reachable(static, obs.L)
+    order = greedy_order(static, obs)
+    options = jnp.arange(n_opt, dtype=jnp.int32)
+
+    def place(i, carry):
+        decision, placed = carry
+        d = order[i]
+        include = placed.at[d].set(True)
+
+        def try_option(o):
+            out = evaluate(static, params, obs, decision.at[d].set(o), include)
+            return out.reward, out.F[d]
+
+        R, F = jax.vmap(try_option)(options)
+        R = jnp.where(mask[d], R, -jnp.inf)
+        best_R = jnp.max(R)
+        F_tie = jnp.where(R == best_R, F, jnp.inf)
+        best_F = jnp.min(F_tie)
+        pick = jnp.argmax((R == best_R) & (F_tie == best_F))  # first = lowest option index
+        can = obs.active[d] & jnp.any(mask[d])
+        decision = decision.at[d].set(jnp.where(can, pick.astype(jnp.int32), -1))
+        return decision, include
+
+    decision0 = jnp.full((n,), -1, jnp.int32)
+    decision, _ = jax.lax.fori_loop(0, n, place, (decision0, jnp.zeros((n,), bool)))
+    return decision
+
+
+POLICIES = {"random": random_policy, "greedy": greedy_policy}
