@@ -16,11 +16,15 @@ from .types import Observation
 
 
 def random_policy(key: jax.Array, static: EnvStatic, params: EnvParams, obs: Observation) -> jnp.ndarray:
-    """A uniformly random reachable option per device."""
+    """A uniformly random reachable option per device: the j-th reachable option with
+    j = floor(u * count) (one uniform per device, no Gumbel noise over all options)."""
     mask = reachable(static, obs.L)  # (N, O)
-    logits = jnp.where(mask, 0.0, -jnp.inf)
-    choice = jax.random.categorical(key, logits, axis=-1)
-    return jnp.where(obs.active & jnp.any(mask, axis=-1), choice, -1).astype(jnp.int32)
+    count = jnp.sum(mask, axis=-1)
+    u = jax.random.uniform(key, (static.n,))
+    j = jnp.minimum(jnp.floor(u * count).astype(jnp.int32), jnp.maximum(count - 1, 0))
+    rank = jnp.cumsum(mask, axis=-1) - 1  # rank among reachable options
+    choice = jnp.argmax(mask & (rank == j[:, None]), axis=-1)
+    return jnp.where(obs.active & (count > 0), choice, -1).astype(jnp.int32)
 
 
 def greedy_order(static: EnvStatic, obs: Observation) -> jnp.ndarray:
