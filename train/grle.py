@@ -1,7 +1,17 @@
 """The main job: ``python -m train.grle``.
 
-Runs a policy for a number of slots, prints the metrics, and optionally writes a JSON Lines trace
-(``--trace``) and a results folder (``--out``: config.json, metrics.csv, summary.json).
+With no flags it trains GRLE online at the paper's setting (N = 14, M = 2, E = 5, T = 20 ms,
+D = 30 ms, base scenario) for 10,000 slots, with a progress bar, and writes the results to
+``runs/grle-base-seed0``. ``--policy`` picks any of grle, grl, droo, drooe (learning online) or
+random, greedy, oracle (fixed). ``--seeds S`` and ``--sweep FILE`` run many runs side by side in
+one compiled program (vmapped, and sharded over the local devices when there are several).
+
+The output folder (``--out DIR``) holds config.json (everything needed to rerun or resume),
+metrics.csv (one row per run and slot), summary.json (per-run metrics, and mean with a 95 %
+interval over seeds per grid point) and convergence.png (the paper's Fig. 5: the normalised reward
+moving average, or the reward's when ``--normalise`` is off, and the training loss per slot).
+``--checkpoint-every K`` saves the whole state every K slots under DIR/checkpoints; ``--resume DIR``
+continues such a run and ends with exactly the results of an uninterrupted one.
 
 Bad input prints one line ``error: <field>: <why>`` and exits 2, before anything is written.
 """
@@ -9,16 +19,23 @@ Bad input prints one line ``error: <field>: <why>`` and exits 2, before anything
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import os
+import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 
+from grle_jax.agent import ALL_POLICIES, FIXED_POLICIES, LEARNING_POLICIES, AgentConfig
 from grle_jax.config import OVERDUE_RULES, SCENARIOS, Config
 from grle_jax.errors import ConfigError
 from grle_jax.profile import DEFAULT_PROFILE, Profile
 
-FIXED_POLICIES = ("random", "greedy", "oracle")
-ALL_POLICIES = FIXED_POLICIES
+DEFAULT_POLICY = "grle"
+DEFAULT_SLOTS = 10_000
+LEARNING_FLAGS = ("lr", "k", "adaptive_k", "k_delta", "batch", "train_every", "memory")
+RESUME_FLAGS_OK = ("resume", "quiet", "chunk", "stop_after", "checkpoint_every", "slots")
 
 
 def fixed_policy(name: str):
@@ -47,12 +64,13 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m train.grle", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--policy", default="greedy", help=f"one of {', '.join(ALL_POLICIES)}")
+    p.add_argument("--policy", default=None, help=f"one of {', '.join(ALL_POLICIES)} (default {DEFAULT_POLICY})")
     p.add_argument("--scenario", default=None, help=f"preset: {', '.join(SCENARIOS)} (default base)")
     p.add_argument("--devices", type=int, default=None, help="N (default 14)")
     p.add_argument("--servers", type=int, default=None, help="M (default 2)")
-    p.add_argument("--slots", type=int, default=10_000, help="number of time slots")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--slots", type=int, default=None, help=f"number of time slots (default {DEFAULT_SLOTS})")
+    p.add_argument("--seed", type=int, default=None, help="seed of the first run (default 0)")
+    p.add_argument("--seeds", type=int, default=None, help="parallel runs with seeds seed, seed+1, ... (default 1)")
     p.add_argument("--slot-ms", type=float, default=None, help="slot length T in ms (default 20)")
     p.add_argument("--deadline-ms", type=float, default=None, help="deadline D in ms (default 30)")
     p.add_argument("--overdue", default=None, help=f"{' or '.join(OVERDUE_RULES)} (default abort)")
@@ -62,13 +80,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topology-every", type=int, default=None, help="redraw links/activity every k slots")
     p.add_argument("--profile", default=None, metavar="PATH", help="exit profile JSON (default: the paper's table)")
     p.add_argument("--config", default=None, metavar="PATH", help="config JSON (flags override it)")
-    p.add_argument("--out", default=None, metavar="DIR", help="write config.json, metrics.csv, summary.json here")
+    # learning (grle, grl, droo, drooe)
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--k", type=int, default=None, help="candidates K per slot (default N; the initial K with --adaptive-k)")
+    p.add_argument("--adaptive-k", action="store_true", default=None, help="DROO's adaptive K every --k-delta slots")
+    p.add_argument("--k-delta", type=int, default=None, help="Delta of the adaptive K rule (default 32)")
+    p.add_argument("--batch", type=int, default=None, help="minibatch size (default 32)")
+    p.add_argument("--train-every", type=int, default=None, help="one Adam step every this many slots (default 10)")
+    p.add_argument("--memory", type=int, default=None, help="replay memory size (default 128)")
+    p.add_argument("--sweep", default=None, metavar="FILE",
+                   help="JSON grid {field: [values]} of dynamic hyperparameters run side by side")
+    # outputs and running
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="results folder (default runs/<policy>-<scenario>-seed<seed>)")
     p.add_argument("--trace", default=None, metavar="PATH", help="write a JSON Lines trace (MODEL.md section 7)")
-    p.add_argument("--normalise", action="store_true",
+    p.add_argument("--normalise", action="store_true", default=None,
                    help="also run the exact oracle every slot and report the normalised reward (eq. 17)")
-    p.add_argument("--window", type=int, default=50, help="moving-average window in slots")
-    p.add_argument("--chunk", type=int, default=1000, help="slots per compiled chunk (progress granularity)")
-    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--window", type=int, default=None, help="moving-average window in slots (default 50)")
+    p.add_argument("--chunk", type=int, default=None, help="slots per compiled chunk (progress granularity, default 1000)")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
+                   help="save a checkpoint every K slots in DIR/checkpoints")
+    p.add_argument("--resume", default=None, metavar="DIR", help="continue the run whose results folder is DIR")
+    p.add_argument("--stop-after", type=int, default=None, metavar="SLOTS",
+                   help="stop after this many slots as if killed (to test --resume); only checkpoints are written")
+    p.add_argument("--quiet", action="store_true", default=None, help="no progress line")
     return p
 
 
@@ -90,21 +125,6 @@ def config_from_args(args) -> Config:
     return cfg.replace(**changes) if changes else cfg
 
 
-def check_run_args(args, cfg: Config) -> None:
-    if args.policy not in ALL_POLICIES:
-        raise ConfigError("policy", f"unknown policy {args.policy!r} (choose from {', '.join(ALL_POLICIES)})")
-    if args.slots < 1:
-        raise ConfigError("slots", f"must be at least 1, got {args.slots}")
-    if args.window < 1:
-        raise ConfigError("window", f"must be at least 1, got {args.window}")
-    if args.chunk < 1:
-        raise ConfigError("chunk", f"must be at least 1, got {args.chunk}")
-    if args.normalise and cfg.rho != 0:
-        raise ConfigError("normalise", f"the normalised reward is defined for rho = 0 (MODEL.md 3), got rho = {cfg.rho}")
-    check_output_path("trace", args.trace)
-    check_output_path("out", args.out, is_dir=True)
-
-
 def check_output_path(field: str, path: str | None, is_dir: bool = False) -> None:
     if path is None:
         return
@@ -117,11 +137,151 @@ def check_output_path(field: str, path: str | None, is_dir: bool = False) -> Non
         raise ConfigError(field, f"is a folder: {path}")
 
 
+def _at_least(field: str, v, lo: int) -> None:
+    if v is not None and v < lo:
+        raise ConfigError(field, f"must be at least {lo}, got {v}")
+
+
+# --- the plan of a run ----------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    cfg: Config
+    agent: AgentConfig
+    profile: Profile
+    profile_path: str | None
+    slots: int
+    seed: int
+    seeds: int
+    grid: dict | None
+    sweep_path: str | None
+    normalise: bool
+    window: int
+    chunk: int
+    out: str
+    trace: str | None
+    checkpoint_every: int | None
+    stop_after: int | None
+    quiet: bool
+    resume: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def policy(self) -> str:
+        return self.agent.policy
+
+    def to_json(self) -> dict:
+        return {
+            "config": self.cfg.to_dict(), "agent": self.agent.to_dict(), "profile": self.profile.to_dict(),
+            "policy": self.policy, "slots": self.slots, "seed": self.seed, "seeds": self.seeds,
+            "sweep": self.grid, "normalise": self.normalise, "window": self.window, "chunk": self.chunk,
+            "checkpoint_every": self.checkpoint_every,
+        }
+
+
+def default_out(policy: str, cfg: Config, seed: int, seeds: int, sweep_path: str | None) -> str:
+    name = f"{policy}-{cfg.scenario}"
+    if sweep_path:
+        name += "-sweep-" + os.path.splitext(os.path.basename(sweep_path))[0]
+    name += f"-seed{seed}" + (f"x{seeds}" if seeds > 1 else "")
+    return os.path.join("runs", name)
+
+
+def plan_from_args(args) -> Plan:
+    cfg = config_from_args(args)
+    policy = DEFAULT_POLICY if args.policy is None else args.policy
+    if policy not in ALL_POLICIES:
+        raise ConfigError("policy", f"unknown policy {policy!r} (choose from {', '.join(ALL_POLICIES)})")
+    learning = policy in LEARNING_POLICIES
+    given = {f: getattr(args, f) for f in LEARNING_FLAGS if getattr(args, f) is not None}
+    if not learning and given:
+        f = next(iter(given))
+        raise ConfigError(f, f"applies to the learning policies ({', '.join(LEARNING_POLICIES)}), not {policy}")
+    agent = AgentConfig(policy=policy, **given)
+    static = cfg.static()
+    slots = DEFAULT_SLOTS if args.slots is None else args.slots
+    _at_least("slots", slots, 1)
+    seed = 0 if args.seed is None else args.seed
+    seeds = 1 if args.seeds is None else args.seeds
+    _at_least("seeds", seeds, 1)
+    window = 50 if args.window is None else args.window
+    _at_least("window", window, 1)
+    chunk = 1000 if args.chunk is None else args.chunk
+    _at_least("chunk", chunk, 1)
+    _at_least("checkpoint_every", args.checkpoint_every, 1)
+    _at_least("stop_after", args.stop_after, 1)
+    normalise = bool(args.normalise)
+    if normalise and cfg.rho != 0:
+        raise ConfigError("normalise", f"the normalised reward is defined for rho = 0 (MODEL.md 3), got rho = {cfg.rho}")
+    profile = Profile.load(args.profile) if args.profile else DEFAULT_PROFILE
+    static = cfg.static(profile)
+    agent.check(static)
+    grid = None
+    if args.sweep is not None:
+        from .sweep import AGENT_FIELDS, apply_point, grid_points, load_sweep
+
+        grid = load_sweep(args.sweep)
+        if not learning:
+            bad = [k for k in grid if k in AGENT_FIELDS]
+            if bad:
+                raise ConfigError(f"sweep.{bad[0]}", f"applies to the learning policies, not {policy}")
+        for point in grid_points(grid):
+            apply_point(cfg, agent, point)
+    if args.trace is not None and (seeds > 1 or grid is not None):
+        raise ConfigError("trace", "a trace records one run: use it without --seeds > 1 and --sweep")
+    check_output_path("trace", args.trace)
+    if args.stop_after is not None and not args.checkpoint_every:
+        raise ConfigError("stop_after", "only makes sense with --checkpoint-every (it simulates a killed run)")
+    out = args.out if args.out is not None else default_out(policy, cfg, seed, seeds, args.sweep)
+    if args.out is None:
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise ConfigError("out", f"exists and is not a folder: {out}")
+        os.makedirs(os.path.dirname(out), exist_ok=True)  # runs/
+    check_output_path("out", out, is_dir=True)
+    return Plan(cfg=cfg, agent=agent, profile=profile, profile_path=args.profile, slots=slots, seed=seed,
+                seeds=seeds, grid=grid, sweep_path=args.sweep, normalise=normalise, window=window, chunk=chunk,
+                out=out, trace=args.trace, checkpoint_every=args.checkpoint_every, stop_after=args.stop_after,
+                quiet=bool(args.quiet))
+
+
+def plan_from_resume(args) -> Plan:
+    from . import checkpoint
+
+    bad = [a for a, v in vars(args).items() if v is not None and a not in RESUME_FLAGS_OK]
+    if bad:
+        raise ConfigError("resume", f"takes the run's settings from its config.json; drop --{bad[0].replace('_', '-')}")
+    d = args.resume
+    path = os.path.join(d, "config.json")
+    if not os.path.isfile(path):
+        raise ConfigError("resume", f"no config.json in {d} (not a results folder)")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        cfg = Config.from_dict(saved["config"])
+        agent = AgentConfig.from_dict(saved["agent"])
+        profile = Profile.from_dict(saved["profile"])
+    except (KeyError, json.JSONDecodeError, ConfigError) as err:
+        raise ConfigError("resume", f"{path} is not a config.json written by train.grle ({err})") from None
+    if checkpoint.latest(os.path.join(d, "checkpoints")) is None:
+        raise ConfigError("resume", f"no checkpoint in {os.path.join(d, 'checkpoints')}")
+    slots = saved["slots"] if args.slots is None else args.slots
+    _at_least("slots", slots, 1)
+    _at_least("checkpoint_every", args.checkpoint_every, 1)
+    _at_least("stop_after", args.stop_after, 1)
+    _at_least("chunk", args.chunk, 1)
+    return Plan(cfg=cfg, agent=agent, profile=profile, profile_path=None, slots=slots, seed=saved["seed"],
+                seeds=saved["seeds"], grid=saved.get("sweep"), sweep_path=None, normalise=saved["normalise"],
+                window=saved["window"], chunk=args.chunk or saved.get("chunk", 1000), out=d, trace=None,
+                checkpoint_every=args.checkpoint_every or saved.get("checkpoint_every"),
+                stop_after=args.stop_after, quiet=bool(args.quiet), resume=True)
+
+
+# --- running ---------------------------------------------------------------------------------------------
 def run_fixed(cfg: Config, profile: Profile, policy_name: str, slots: int, seed: int,
               trace_path: str | None = None, chunk: int = 1000, quiet: bool = False,
               normalise: bool = False) -> dict:
-    """Run a non-learning policy; returns per-slot counts as numpy arrays (see grle_jax.metrics).
-    With ``normalise`` the oracle's observed reward of every slot is in ``reward_oracle``."""
+    """Run a non-learning policy (one run, ``grle_jax.rollout``); returns per-slot counts as numpy
+    arrays (see grle_jax.metrics). With ``normalise`` the oracle's observed reward of every slot is
+    in ``reward_oracle``."""
     import jax
     import numpy as np
 
@@ -159,51 +319,259 @@ def run_fixed(cfg: Config, profile: Profile, policy_name: str, slots: int, seed:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def run_plan(plan: Plan) -> tuple[dict, list[dict]] | None:
+    """Execute; returns (records with a leading run axis, run table), or None when stopped early."""
+    import jax
+    import numpy as np
+
+    from . import checkpoint
+    from .progress import Progress
+    from .sweep import Executor, build_runs, concat_records, run_batched
+
+    if plan.normalise:
+        _need_oracle()
+    simple_fixed = (plan.policy in FIXED_POLICIES and plan.seeds == 1 and plan.grid is None
+                    and not plan.checkpoint_every and not plan.resume)
+    if simple_fixed:  # the plain rollout: one run, traces
+        counts = run_fixed(plan.cfg, plan.profile, plan.policy, plan.slots, plan.seed, plan.trace, plan.chunk,
+                           plan.quiet, plan.normalise)
+        counts.setdefault("loss", np.full(plan.slots, np.nan, np.float32))
+        counts.setdefault("k", np.ones(plan.slots, np.int32))
+        counts.setdefault("k_pos", np.ones(plan.slots, np.int32))
+        return {k: v[None] for k, v in counts.items()}, [{"run": 0, "seed": plan.seed}]
+
+    rs = build_runs(plan.cfg, plan.agent, plan.seeds, plan.seed, plan.grid, plan.profile, plan.normalise)
+    if plan.trace:
+        rs.trainer.record_trace = True
+    ex = Executor(rs)
+    ckdir = os.path.join(plan.out, "checkpoints")
+    state = records = None
+    start = 0
+    if plan.resume:
+        template = jax.eval_shape(ex.init)
+        start, state, records = checkpoint.restore(ckdir, template)
+        state = jax.tree_util.tree_map(lambda x: x[: rs.runs], state)
+        if start >= plan.slots:
+            records = {k: v[:, : plan.slots] for k, v in records.items()}
+            return records, rs.table
+    elif plan.checkpoint_every and os.path.isdir(ckdir):
+        shutil.rmtree(ckdir)  # a fresh run: checkpoints of an earlier run in this folder are stale
+    writer = None
+    if plan.trace:
+        from grle_jax.trace import TraceWriter, header
+
+        writer = TraceWriter(plan.trace, header(plan.cfg, plan.profile, plan.policy, plan.seed))
+    stop = plan.slots if plan.stop_after is None else min(plan.slots, plan.stop_after)
+    bar = None if plan.quiet else Progress(stop - start, desc=f"{plan.policy} x{rs.runs} runs" if rs.runs > 1 else plan.policy)
+    meta = {"policy": plan.policy, "runs": rs.runs, "slots": plan.slots}
+
+    def on_chunk(st, t_end, parts, trace, length):
+        if writer is not None and trace is not None:
+            one = jax.tree_util.tree_map(lambda x: x[0], trace)
+            writer.write_chunk({**one, "reward_observed": parts[-1]["reward_observed"][0]})
+        if plan.checkpoint_every and t_end % plan.checkpoint_every == 0:
+            checkpoint.save(ckdir, t_end, ex.to_host(st), concat_records(parts), meta)
+        if bar:
+            bar.update(length)
+
+    try:
+        _, recs = run_batched(ex, plan.slots, plan.chunk, state, start, records, on_chunk,
+                              plan.checkpoint_every, plan.stop_after)
+    finally:
+        if writer is not None:
+            writer.close()
+        if bar:
+            bar.close()
+    if plan.stop_after is not None and plan.stop_after < plan.slots:
+        return None
+    return recs, rs.table
+
+
+def _need_oracle():
+    try:
+        from grle_jax.oracle import oracle_policy  # noqa: F401
+    except ImportError as err:
+        raise ConfigError("normalise", f"the exact oracle (grle_jax.oracle) is not available: {err}") from None
+
+
+# --- outputs ---------------------------------------------------------------------------------------------
+def per_run_metrics(recs: dict, slot_ms: float, window: int, normalise: bool) -> tuple[dict, dict]:
+    """(per-slot columns (R, S), per-run summary values (R,)) from the records."""
+    import numpy as np
+
+    from grle_jax.metrics import moving, moving_mean, normalised_reward, summarise
+
+    counts = {k: recs[k] for k in ("tasks", "on_time", "acc_sum", "reward")}
+    S = recs["reward"].shape[1]
+    cols = {
+        "reward": recs["reward"], "reward_observed": recs["reward_observed"], "tasks": recs["tasks"],
+        "on_time": recs["on_time"], "acc_sum": recs["acc_sum"],
+    }
+    for k, v in moving(counts, slot_ms, window).items():
+        cols[f"{k}_ma{window}"] = v
+    summ = dict(summarise(counts, slot_ms))
+    final = max(window, S // 10)
+    fin = summarise({k: v[:, -final:] for k, v in counts.items()}, slot_ms)
+    for k in ("ssp", "avg_accuracy", "throughput_per_s", "throughput_per_slot", "mean_reward"):
+        summ[f"final_{k}"] = fin[k]
+    if normalise:
+        norm = normalised_reward(recs["reward_observed"], recs["reward_oracle"])
+        ma = moving_mean(norm, window)
+        cols["reward_oracle"] = recs["reward_oracle"]
+        cols["normalised_reward"] = norm
+        cols[f"normalised_reward_ma{window}"] = ma
+        summ["normalised_reward_mean"] = norm.mean(axis=1)
+        summ[f"normalised_reward_ma{window}_final"] = ma[:, -1]
+        summ["final_normalised_reward"] = norm[:, -final:].mean(axis=1)
+    cols["loss"] = recs["loss"]
+    cols["k"] = recs["k"]
+    cols["k_pos"] = recs["k_pos"]
+    summ["final_loss"] = recs["loss"][:, -1]
+    summ["final_k"] = recs["k"][:, -1]
+    summ.pop("slots")
+    summ["final_window"] = np.full(recs["reward"].shape[0], final)
+    return cols, summ
+
+
+def write_metrics_csv(path: str, cols: dict, table: list[dict]) -> None:
+    """One row per (run, slot): run, seed, the grid point's values, slot, then ``cols``."""
+    import numpy as np
+
+    names = list(cols)
+    point_keys = [k for k in table[0] if k not in ("run", "seed")]
+    header = ["run", "seed", *point_keys, "slot", *names]
+    S = cols[names[0]].shape[1]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(",".join(header) + "\n")
+        for r, row in enumerate(table):
+            prefix = ",".join([str(row["run"]), str(row["seed"])] + [_csv_value(row[k]) for k in point_keys])
+            block = np.column_stack([np.arange(S)] + [np.asarray(cols[k][r], np.float64) for k in names])
+            buf = io.StringIO()
+            np.savetxt(buf, block, fmt="%.12g", delimiter=",")
+            lines = buf.getvalue().replace("nan", "").splitlines()
+            f.write("".join(f"{prefix},{line}\n" for line in lines))
+    os.replace(tmp, path)
+
+
+def _csv_value(v) -> str:
+    s = json.dumps(v)
+    return f'"{s}"' if "," in s else s.strip('"')
+
+
+def summarise_groups(summ: dict, table: list[dict]) -> list[dict]:
+    """Mean and 95 % interval over the seeds of every grid point."""
+    from .sweep import mean_ci
+
+    groups: dict[str, list[int]] = {}
+    points: dict[str, dict] = {}
+    for row in table:
+        point = {k: v for k, v in row.items() if k not in ("run", "seed")}
+        key = json.dumps(point, sort_keys=True)
+        groups.setdefault(key, []).append(row["run"])
+        points[key] = point
+    out = []
+    for key, runs in groups.items():
+        out.append({"point": points[key], "runs": runs,
+                    "metrics": {k: mean_ci([v[r] for r in runs]) for k, v in summ.items()}})
+    return out
+
+
+def write_outputs(plan: Plan, recs: dict, table: list[dict], wall: float, compile_note: str = "") -> dict:
+    import numpy as np
+
+    from .outputs import device_kind, versions, write_json
+    from .plots import convergence
+
+    os.makedirs(plan.out, exist_ok=True)
+    cols, summ = per_run_metrics(recs, plan.cfg.slot_ms, plan.window, plan.normalise)
+    groups = summarise_groups(summ, table)
+    R, S = recs["reward"].shape
+    summary = {
+        "policy": plan.policy, "scenario": plan.cfg.scenario, "devices": plan.cfg.devices,
+        "servers": plan.cfg.servers, "slots": S, "seed": plan.seed, "seeds": plan.seeds, "runs": R,
+        "wall_s": wall, "agent_slots_per_s": R * S / wall if wall > 0 else None, "device": device_kind(),
+    }
+    if len(groups) == 1:  # one grid point: its mean over seeds at top level (a single run's values)
+        for k, v in groups[0]["metrics"].items():
+            summary[k] = v["mean"]
+            if R > 1:
+                summary[f"{k}_ci95"] = v["ci95"]
+    summary["groups"] = groups
+    summary["per_run"] = [{**row, **{k: _num(v[row["run"]]) for k, v in summ.items()}} for row in table]
+    write_json(os.path.join(plan.out, "config.json"),
+               {**plan.to_json(), "runs": table, "versions": versions(), "device": device_kind()})
+    write_metrics_csv(os.path.join(plan.out, "metrics.csv"), cols, table)
+    write_json(os.path.join(plan.out, "summary.json"), summary)
+    w = plan.window
+    key = f"normalised_reward_ma{w}" if plan.normalise else f"mean_reward_ma{w}"
+    label = (f"normalised reward (moving average, {w} slots)" if plan.normalise
+             else f"reward R per slot (moving average, {w} slots)")
+    curves, losses = {}, {}
+    for g in groups:
+        name = ", ".join(f"{k}={v}" for k, v in g["point"].items()) or plan.policy.upper()
+        curves[name] = cols[key][g["runs"]]
+        losses[name] = np.asarray(cols["loss"][g["runs"]], np.float64)
+    title = (f"{plan.policy.upper()} {plan.cfg.scenario}: N={plan.cfg.devices} M={plan.cfg.servers} "
+             f"T={plan.cfg.slot_ms:g} ms D={plan.cfg.deadline_ms:g} ms, {plan.seeds} seed(s)")
+    convergence(os.path.join(plan.out, "convergence.png"), curves, losses, label, title)
+    return summary
+
+
+def _num(v):
+    import numpy as np
+
+    v = np.asarray(v).item()
+    return None if isinstance(v, float) and v != v else v
+
+
+def print_summary(plan: Plan, summary: dict) -> None:
+    cfg = plan.cfg
+    print(f"policy={plan.policy} scenario={cfg.scenario} N={cfg.devices} M={cfg.servers} T={cfg.slot_ms}ms "
+          f"D={cfg.deadline_ms}ms overdue={cfg.overdue} slots={summary['slots']} seed={plan.seed}"
+          + (f" seeds={plan.seeds}" if plan.seeds > 1 else "") + (f" runs={summary['runs']}" if plan.grid else ""))
+    for g in summary["groups"]:
+        m = g["metrics"]
+
+        def f(k, fmt="{:.4f}"):
+            s = fmt.format(m[k]["mean"])
+            return s + (f" +- {fmt.format(m[k]['ci95'])}" if m[k]["n"] > 1 else "")
+
+        head = ("  " + ", ".join(f"{k}={v}" for k, v in g["point"].items()) + ":") if g["point"] else ""
+        if head:
+            print(head)
+        print(f"  SSP {f('ssp')}  avg accuracy {f('avg_accuracy')}  throughput {f('throughput_per_s', '{:.1f}')} "
+              f"tasks/s  mean reward {f('mean_reward')}")
+        print(f"  last {int(m['final_window']['mean'])} slots: SSP {f('final_ssp')}  avg accuracy "
+              f"{f('final_avg_accuracy')}  mean reward {f('final_mean_reward')}"
+              + (f"  loss {m['final_loss']['mean']:.4f}" if plan.policy in LEARNING_POLICIES else ""))
+        if plan.normalise:
+            print(f"  normalised reward: mean {f('normalised_reward_mean')}, "
+                  f"last {plan.window}-slot average {f(f'normalised_reward_ma{plan.window}_final')}")
+    print(f"  [{summary['wall_s']:.1f} s, {summary['agent_slots_per_s']:.0f} agent-slots/s, {summary['device']}]")
+
+
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        cfg = config_from_args(args)
-        check_run_args(args, cfg)
-        profile = Profile.load(args.profile) if args.profile else DEFAULT_PROFILE
+        plan = plan_from_resume(args) if args.resume is not None else plan_from_args(args)
+        if plan.normalise:
+            _need_oracle()
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-
-    from grle_jax.metrics import moving_mean, normalised_reward
-
-    from .outputs import device_kind, run_summary, versions, write_json, write_metrics_csv
-
     t0 = time.perf_counter()
-    counts = run_fixed(cfg, profile, args.policy, args.slots, args.seed, args.trace, args.chunk, args.quiet,
-                       args.normalise)
+    result = run_plan(plan)
     wall = time.perf_counter() - t0
-    summary = run_summary(counts, cfg.slot_ms)
-    extra = {}
-    if args.normalise:
-        norm = normalised_reward(counts["reward_observed"], counts.pop("reward_oracle"))
-        extra[f"normalised_reward_ma{args.window}"] = moving_mean(norm, args.window)
-        extra["normalised_reward"] = norm
-        summary["normalised_reward_mean"] = float(norm.mean())
-        summary[f"normalised_reward_ma{args.window}_final"] = float(extra[f"normalised_reward_ma{args.window}"][-1])
-    summary.update({"policy": args.policy, "seed": args.seed, "wall_s": wall, "device": device_kind()})
-    print(f"policy={args.policy} scenario={cfg.scenario} N={cfg.devices} M={cfg.servers} "
-          f"T={cfg.slot_ms}ms D={cfg.deadline_ms}ms overdue={cfg.overdue} slots={args.slots} seed={args.seed}")
-    print(f"  SSP {summary['ssp']:.4f}  avg accuracy {summary['avg_accuracy']:.4f}  "
-          f"throughput {summary['throughput_per_s']:.1f} tasks/s ({summary['throughput_per_slot']:.3f}/slot)  "
-          f"mean reward {summary['mean_reward']:.4f}  [{wall:.1f} s]")
-    if args.normalise:
-        print(f"  normalised reward: mean {summary['normalised_reward_mean']:.4f}, "
-              f"last {args.window}-slot average {summary[f'normalised_reward_ma{args.window}_final']:.4f}")
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        write_json(os.path.join(args.out, "config.json"),
-                   {"config": cfg.to_dict(), "profile": profile.to_dict(), "policy": args.policy,
-                    "slots": args.slots, "seed": args.seed, "versions": versions(), "device": device_kind()})
-        write_metrics_csv(os.path.join(args.out, "metrics.csv"), counts, cfg.slot_ms, args.window, extra)
-        write_json(os.path.join(args.out, "summary.json"), summary)
-        print(f"  results in {args.out}")
-    if args.trace:
-        print(f"  trace in {args.trace}")
+    if result is None:
+        print(f"stopped after {plan.stop_after} slots; checkpoints in {os.path.join(plan.out, 'checkpoints')}")
+        return 0
+    recs, table = result
+    summary = write_outputs(plan, recs, table, wall)
+    print_summary(plan, summary)
+    print(f"  results in {plan.out}")
+    if plan.trace:
+        print(f"  trace in {plan.trace}")
     return 0
 
 

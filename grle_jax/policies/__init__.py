@@ -1,0 +1,82 @@
+"""The four learning actors behind one interface (MODEL.md section 5).
+
+``make_actor(env_static, agent_static)`` returns an ``Actor`` whose ``init(key, obs, params)``
+gives the network's variables and whose ``apply(variables, obs, params)`` gives (N, P) logits,
+one per (device, policy option); ``sigmoid(logits)`` are the relaxed scores the quantiser reads.
+``option_idx`` (P,) maps policy options to environment options ``m * E + e``: all M*E for GRLE
+and DROOE, the final exit of each ES (e = E-1) for GRL and DROO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+
+from ..agent import AgentStatic, LEARNING_POLICIES, option_index
+from ..config import EnvParams, EnvStatic
+from ..graph import build_graph, live_mask
+from ..types import Observation
+from .gcn import GCNActor
+from .mlp import DROOActor
+
+__all__ = ["Actor", "make_actor", "live_mask", "masked_bce", "LEARNING_POLICIES"]
+
+
+@dataclass(frozen=True)
+class Actor:
+    static: EnvStatic
+    policy: str
+    option_idx: np.ndarray  # (P,)
+    module: object
+
+    @property
+    def options(self) -> int:
+        return len(self.option_idx)
+
+    def apply(self, variables, obs: Observation, params: EnvParams) -> jax.Array:
+        """(N, P) logits."""
+        if self.policy in ("grl", "grle"):
+            graph, mask = build_graph(self.static, params, obs, self.option_idx)
+            return self.module.apply(variables, graph, mask).reshape(self.static.n, self.options)
+        return self.module.apply(variables, obs, params)
+
+    def init(self, key, obs: Observation, params: EnvParams):
+        if self.policy in ("grl", "grle"):
+            graph, mask = build_graph(self.static, params, obs, self.option_idx)
+            return self.module.init(key, graph, mask)
+        return self.module.init(key, obs, params)
+
+    def live(self, obs: Observation) -> jax.Array:
+        """(N, P) bool: the options each device may take this slot."""
+        return live_mask(self.static, self.option_idx, obs)
+
+    def __hash__(self):
+        return hash((self.static, self.policy, tuple(int(i) for i in self.option_idx), self.module))
+
+    def __eq__(self, other):
+        return isinstance(other, Actor) and hash(self) == hash(other)
+
+
+def make_actor(env: EnvStatic, agent: AgentStatic) -> Actor:
+    if agent.policy not in LEARNING_POLICIES:
+        raise ValueError(f"{agent.policy!r} is not a learning policy")
+    idx = option_index(agent.policy, env)
+    if agent.policy in ("grl", "grle"):
+        module = GCNActor(hidden=tuple(agent.gcn_hidden), head=agent.head_hidden)
+    else:
+        module = DROOActor(devices=env.n, options=len(idx), hidden=tuple(agent.mlp_hidden))
+    return Actor(static=env, policy=agent.policy, option_idx=idx, module=module)
+
+
+def masked_bce(logits: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean binary cross-entropy between ``sigmoid(logits)`` and the one-hot ``target`` over the
+    entries where ``mask`` is true (MODEL.md eq. 16: reachable options of stored slots only).
+    0 when nothing is masked in."""
+    import jax.numpy as jnp
+    import optax
+
+    bce = optax.sigmoid_binary_cross_entropy(logits, target)
+    w = mask.astype(logits.dtype)
+    return jnp.sum(bce * w) / jnp.maximum(jnp.sum(w), 1.0)

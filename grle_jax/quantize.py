@@ -1,0 +1,51 @@
+"""The critic's order-preserving one-hot quantiser (MODEL.md section 5, eq. 15).
+
+From relaxed scores ``p[n, o]`` in [0, 1] over the policy's P options it builds candidate
+decisions with FIXED shapes, so K may be a dynamic (vmapped) value:
+
+- candidate 1: each device's best-scored live option (ties to the lower option index);
+- candidate k >= 2: candidate 1 with ONE device moved to another live option, the (device,
+  option) pairs taken in order of increasing gap ``p[n, best[n]] - p[n, o]`` (ties: lower device
+  index, then lower option index).
+
+Exactly ``k_cap`` candidates are produced (a static number); ``valid[k]`` is false for those
+beyond the pairs that exist in this slot (K_max = 1 + live pairs - devices with a live option).
+The caller masks those beyond its current K too. Decisions are in the policy's option space
+(0..P-1), -1 for a device with no live option (no task, or no link).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+
+def quantize(scores: jnp.ndarray, live: jnp.ndarray, k_cap: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """scores (N, P), live (N, P) bool -> (candidates (k_cap, N) int32, valid (k_cap,) bool)."""
+    n, p = scores.shape
+    has = jnp.any(live, axis=1)  # (N,)
+    masked = jnp.where(live, scores, -jnp.inf)
+    best = jnp.argmax(masked, axis=1).astype(jnp.int32)  # first maximum = lowest option index
+    best_score = jnp.max(masked, axis=1)
+    base = jnp.where(has, best, -1)  # (N,)
+    moves = k_cap - 1
+    if moves == 0:
+        return base[None, :], jnp.ones((1,), bool)
+    eligible = live & (jnp.arange(p)[None, :] != best[:, None])  # (N, P)
+    gap = jnp.where(eligible, best_score[:, None] - scores, jnp.inf)
+    order = jnp.argsort(gap.reshape(-1), stable=True)[:moves]  # flat index n * P + o
+    dev, opt = order // p, (order % p).astype(jnp.int32)
+    ok = eligible.reshape(-1)[order]
+    moved = jnp.broadcast_to(base, (moves, n)).at[jnp.arange(moves), dev].set(opt)
+    cands = jnp.concatenate([base[None, :], moved], axis=0)
+    valid = jnp.concatenate([jnp.ones((1,), bool), ok])
+    return cands, valid
+
+
+def count_valid(live: jnp.ndarray) -> jnp.ndarray:
+    """The slot's K_max: 1 + live (device, option) pairs - devices with at least one live option."""
+    return 1 + jnp.sum(live) - jnp.sum(jnp.any(live, axis=1))
+
+
+def one_hot(decision: jnp.ndarray, options: int) -> jnp.ndarray:
+    """(N,) policy-space decision (-1 = none) -> (N, P) float one-hot (all zeros for -1)."""
+    return (decision[:, None] == jnp.arange(options)[None, :]).astype(jnp.float32)

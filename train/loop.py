@@ -1,0 +1,262 @@
+"""Online training as one compiled ``lax.scan`` (MODEL.md section 5; issue 4, parts 2 and 3).
+
+Every slot, inside the scan: sample the slot, observe it, run the actor, quantise its scores into
+``k_cap`` candidates, score them ALL in one vmapped call of ``dynamics.score`` (on observed
+values), execute the best valid one among the first K on the true values (``dynamics.step``), store
+the observation and the executed candidate in the replay memory, and every ``train_every`` slots
+take one Adam step on a minibatch; K adapts every ``k_delta`` slots when asked. Metrics leave the
+scan as stacked arrays.
+
+Determinism independent of chunking: slot t's keys are ``fold_in(run_key, t)`` (the same keys the
+fixed-policy rollout uses, so a learner and a baseline with the same seed see the same draws), the
+minibatch key derives from slot t's policy key, and the run key itself never changes. A run cut
+into chunks (for a progress bar, for checkpoints, or killed and resumed) therefore computes exactly
+what one scan over all slots computes.
+
+The slot index ``t`` enters the scan body UNBATCHED (``t0 + i``), so under ``vmap`` over runs the
+``lax.cond`` that guards the training step keeps a scalar predicate and stays a real branch, as
+long as ``train_every`` is the same for all runs (else it becomes a select: correct, slower).
+
+Fixed policies (random, greedy, oracle) run through the same machinery with no learner, so
+baselines get seeds, sweeps and sharding for free.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from grle_jax.agent import AgentConfig, AgentParams, AgentStatic
+from grle_jax.config import Config, EnvParams, EnvStatic
+from grle_jax.dynamics import evaluate, score, step
+from grle_jax.metrics import slot_counts
+from grle_jax.policies import make_actor, masked_bce
+from grle_jax.profile import DEFAULT_PROFILE, Profile
+from grle_jax.quantize import one_hot, quantize
+from grle_jax.rollout import slot_keys
+from grle_jax.scenario import observe, reset, sample
+from grle_jax.types import EnvState, Observation
+
+INIT_TAG = 0x7FFFFFFF  # fold_in tag of the network-initialisation key (no slot reaches it)
+BATCH_TAG = 1  # fold_in tag of the minibatch key, from the slot's policy key
+
+RECORD_KEYS = ("tasks", "on_time", "acc_sum", "reward", "reward_observed", "loss", "k", "k_pos")
+
+
+@struct.dataclass
+class Hyper:
+    """Everything dynamic about one run: environment and learning values."""
+
+    env: EnvParams
+    agent: AgentParams
+
+
+@struct.dataclass
+class Memory:
+    """Replay ring buffer: the observation of a slot and the decision the critic executed."""
+
+    obs: Observation  # every leaf (C, ...)
+    target: jnp.ndarray  # (C, N) int32: policy option per device, -1 for none
+
+
+@struct.dataclass
+class RunState:
+    """The scan carry of one run: all a checkpoint needs (with the slot index ``env.t``)."""
+
+    env: EnvState
+    variables: Any  # flax variables of the actor ({} for a fixed policy)
+    opt: Any  # optax state (() for a fixed policy)
+    memory: Any  # Memory (None for a fixed policy)
+    k: jnp.ndarray  # () int32: K of the next slot
+    k_seen: jnp.ndarray  # () int32: largest 1-based executed position since the last K update
+    loss: jnp.ndarray  # () float32: last training loss (NaN before the first step)
+    key: jnp.ndarray  # (2,) uint32: the run key's data (never changes)
+
+
+def fixed_act(name: str) -> Callable:
+    if name == "oracle":
+        from grle_jax.oracle import oracle_policy
+
+        return oracle_policy
+    from grle_jax.baselines import POLICIES
+
+    return POLICIES[name]
+
+
+class Trainer:
+    """One run's pure functions (``init``, ``run``) and their batched, jitted forms."""
+
+    def __init__(self, env: EnvStatic, agent: AgentStatic, normalise: bool = False, record_trace: bool = False):
+        self.env, self.agent, self.normalise, self.record_trace = env, agent, normalise, record_trace
+        self.learning = agent.learning
+        if self.learning:
+            self.actor = make_actor(env, agent)
+            self.option_idx = jnp.asarray(self.actor.option_idx)
+            self.tx = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
+        else:
+            self.policy = fixed_act(agent.policy)
+        self.reference = fixed_act("oracle") if normalise else None
+        self._jit_cache: dict = {}
+
+    # --- one run -------------------------------------------------------------------------------
+    def init(self, key: jax.Array, hyper: Hyper) -> RunState:
+        st = reset(self.env)
+        kd = jax.random.key_data(key)
+        f32 = jnp.float32
+        if not self.learning:
+            return RunState(env=st, variables={}, opt=(), memory=None, k=jnp.ones((), jnp.int32),
+                            k_seen=jnp.zeros((), jnp.int32), loss=jnp.full((), jnp.nan, f32), key=kd)
+        obs = observe(st, sample(jax.random.key(0), hyper.env, st, self.env))
+        variables = self.actor.init(jax.random.fold_in(key, INIT_TAG), obs, hyper.env)
+        opt = self.tx.init(variables)
+        opt.hyperparams["learning_rate"] = jnp.asarray(hyper.agent.lr, f32)
+        cap = self.agent.memory_cap
+        memory = Memory(
+            obs=jax.tree_util.tree_map(lambda x: jnp.zeros((cap,) + x.shape, x.dtype), obs),
+            target=jnp.full((cap, self.env.n), -1, jnp.int32),
+        )
+        return RunState(env=st, variables=variables, opt=opt, memory=memory,
+                        k=jnp.minimum(hyper.agent.k, self.agent.k_cap).astype(jnp.int32),
+                        k_seen=jnp.zeros((), jnp.int32), loss=jnp.full((), jnp.nan, f32), key=kd)
+
+    def slot(self, rs: RunState, hyper: Hyper, t: jnp.ndarray) -> tuple[RunState, dict]:
+        """Play slot ``t`` (``t == rs.env.t``; passed separately so it stays unbatched)."""
+        static, ep, ap = self.env, hyper.env, hyper.agent
+        run_key = jax.random.wrap_key_data(rs.key)
+        ks, kp = slot_keys(run_key, t)
+        inputs = sample(ks, ep, rs.env, static)
+        obs = observe(rs.env, inputs)
+        if self.learning:
+            logits = self.actor.apply(rs.variables, obs, ep)
+            live = self.actor.live(obs)
+            cands, valid = quantize(jax.nn.sigmoid(logits), live, self.agent.k_cap)  # (Kc, N)
+            env_opts = jnp.where(cands >= 0, self.option_idx[jnp.maximum(cands, 0)], -1)
+            R = score(static, ep, obs, env_opts)  # (Kc,): ONE vmapped call for all candidates
+            use = valid & (jnp.arange(self.agent.k_cap) < rs.k)
+            best = jnp.argmax(jnp.where(use, R, -jnp.inf))  # first best = lowest position
+            option, r_obs = env_opts[best], R[best]
+            rs = self._remember(rs, obs, cands[best], t, ap)
+            rs = self._learn(rs, ep, ap, t, kp)
+            pos = (best + 1).astype(jnp.int32)
+            seen = jnp.maximum(rs.k_seen, pos)
+            update = ap.adaptive_k & ((t + 1) % ap.k_delta == 0)
+            k_next = jnp.where(update, jnp.minimum(1 + seen, self.agent.k_cap), rs.k).astype(jnp.int32)
+            rs = rs.replace(k=k_next, k_seen=jnp.where(update, 0, seen).astype(jnp.int32))
+            k_used = use.sum().astype(jnp.int32)
+        else:
+            option = self.policy(kp, static, ep, obs)
+            r_obs = evaluate(static, ep, obs, option).reward
+            pos = jnp.ones((), jnp.int32)
+            k_used = jnp.ones((), jnp.int32)
+        nxt, out = step(static, ep, rs.env, inputs, option)
+        rec = slot_counts(out)
+        rec.update(reward_observed=r_obs, loss=rs.loss, k=k_used, k_pos=pos)
+        if self.reference is not None:
+            rec["reward_oracle"] = evaluate(static, ep, obs, self.reference(kp, static, ep, obs)).reward
+        if self.record_trace:
+            rec["trace"] = {"state": rs.env, "inputs": inputs, "option": option, "out": out}
+        return rs.replace(env=nxt), rec
+
+    def _remember(self, rs: RunState, obs: Observation, decision, t, ap: AgentParams) -> RunState:
+        i = t % ap.memory
+        mem = rs.memory
+        mem = Memory(obs=jax.tree_util.tree_map(lambda buf, x: buf.at[i].set(x), mem.obs, obs),
+                     target=mem.target.at[i].set(decision))
+        return rs.replace(memory=mem)
+
+    def _learn(self, rs: RunState, ep: EnvParams, ap: AgentParams, t, kp) -> RunState:
+        def train(rs):
+            filled = jnp.minimum(t + 1, ap.memory)
+            kb = jax.random.fold_in(kp, BATCH_TAG)
+            idx = jax.random.randint(kb, (self.agent.batch_cap,), 0, filled)
+            rows = (jnp.arange(self.agent.batch_cap) < ap.batch)[:, None, None]
+            obs_b = jax.tree_util.tree_map(lambda x: x[idx], rs.memory.obs)
+            target = jax.vmap(lambda d: one_hot(d, self.actor.options))(rs.memory.target[idx])
+            live = jax.vmap(self.actor.live)(obs_b) & rows
+
+            def loss_fn(v):
+                logits = jax.vmap(self.actor.apply, in_axes=(None, 0, None))(v, obs_b, ep)
+                return masked_bce(logits, target, live)
+
+            loss, grads = jax.value_and_grad(loss_fn)(rs.variables)
+            updates, opt = self.tx.update(grads, rs.opt, rs.variables)
+            return rs.replace(variables=optax.apply_updates(rs.variables, updates), opt=opt,
+                              loss=loss.astype(jnp.float32))
+
+        return jax.lax.cond((t + 1) % ap.train_every == 0, train, lambda rs: rs, rs)
+
+    def run(self, rs: RunState, hyper: Hyper, t0, length: int) -> tuple[RunState, dict]:
+        """``length`` slots from slot ``t0`` (= ``rs.env.t``), as one scan."""
+        t0 = jnp.asarray(t0, jnp.int32)
+
+        def body(rs, i):
+            return self.slot(rs, hyper, t0 + i)
+
+        return jax.lax.scan(body, rs, jnp.arange(length, dtype=jnp.int32))
+
+    def train(self, key: jax.Array, hyper: Hyper, slots: int) -> tuple[RunState, dict]:
+        """A whole run: init, then ONE scan over all slots."""
+        return self.run(self.init(key, hyper), hyper, 0, slots)
+
+    # --- many runs: vmap over the run axis -----------------------------------------------------
+    def batched(self, what: str, hyper_axes: Hyper) -> Callable:
+        """jit(vmap(...)) of ``init`` (keys, hyper), ``run`` (states, hyper, t0, length) or ``train``
+        (keys, hyper, slots) over the leading run axis; ``hyper_axes`` says which hyper leaves carry
+        that axis (0) and which are shared (None)."""
+        flat, treedef = jax.tree_util.tree_flatten(hyper_axes, is_leaf=lambda x: x is None)
+        cache_key = (what, treedef, tuple(flat))
+        if cache_key in self._jit_cache:
+            return self._jit_cache[cache_key]
+        if what == "init":
+            fn = jax.jit(jax.vmap(self.init, in_axes=(0, hyper_axes)))
+        elif what == "run":
+            fn = jax.jit(jax.vmap(self.run, in_axes=(0, hyper_axes, None, None)), static_argnums=(3,))
+        elif what == "train":
+            fn = jax.jit(jax.vmap(self.train, in_axes=(0, hyper_axes, None)), static_argnums=(2,))
+        else:
+            raise ValueError(what)
+        self._jit_cache[cache_key] = fn
+        return fn
+
+
+# --- the public entry point ------------------------------------------------------------------------
+def make_hyper(cfg: Config, agent: AgentConfig, profile: Profile = DEFAULT_PROFILE) -> Hyper:
+    static = cfg.static(profile)
+    return Hyper(env=cfg.params(profile), agent=agent.params(static))
+
+
+def make_trainer(cfg: Config, agent: AgentConfig, profile: Profile = DEFAULT_PROFILE,
+                 normalise: bool = False, k_cap: int | None = None, batch_cap: int | None = None,
+                 memory_cap: int | None = None, record_trace: bool = False) -> Trainer:
+    env = cfg.static(profile)
+    agent.check(env)
+    return Trainer(env, agent.static(env, k_cap, batch_cap, memory_cap), normalise, record_trace)
+
+
+class TrainFn:
+    """``train(key[, hyper]) -> (final RunState, records)``: the whole run is one jitted scan.
+    Records are a dict of arrays stacked over slots (see ``RECORD_KEYS``)."""
+
+    def __init__(self, trainer: Trainer, hyper: Hyper, slots: int):
+        self.trainer, self.hyper, self.slots = trainer, hyper, slots
+        self._fn = jax.jit(trainer.train, static_argnums=(2,))
+
+    def __call__(self, key: jax.Array, hyper: Hyper | None = None):
+        return self._fn(key, self.hyper if hyper is None else hyper, self.slots)
+
+
+def make_train(cfg: Config, agent: AgentConfig, slots: int, profile: Profile = DEFAULT_PROFILE,
+               normalise: bool = False, **caps) -> TrainFn:
+    """PureJaxRL's shape: ``make_train(config) -> train(key[, hyper])``. ``jax.vmap(train)`` over
+    keys and hyper leaves trains many agents at once (``train.sweep`` does that, with sharding)."""
+    return TrainFn(make_trainer(cfg, agent, profile, normalise, **caps), make_hyper(cfg, agent, profile), slots)
+
+
+def records_to_numpy(rec: dict) -> dict:
+    return {k: np.asarray(v) for k, v in rec.items()}

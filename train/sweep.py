@@ -1,0 +1,331 @@
+"""Many runs side by side: seeds x a grid of dynamic hyperparameters, one compiled program.
+
+A sweep file is a JSON object mapping a field to a list of values; the grid is their Cartesian
+product (in the file's key order, the last key varying fastest), and every grid point runs with
+every seed: run ``r = point * seeds + seed_index``. Fields a sweep may vary are the DYNAMIC ones:
+
+- learning: ``lr``, ``k``, ``adaptive_k``, ``k_delta``, ``train_every``, ``batch``, ``memory``
+  (K, batch and memory are masked within capacities sized for the largest value);
+- environment: ``slot_ms``, ``deadline_ms``, ``rho``, ``p_link``, ``p_active``, ``topology_every``,
+  the ranges ``size_kb``, ``rate_mbps``, ``phi_range``, ``eps_range``, ``csi_range``, and
+  ``scenario`` (a preset: it sets the three scenario ranges).
+
+Static fields (policy, devices, servers, overdue, network widths) change array shapes or the
+compiled program: run them separately.
+
+Execution (``run_batched``): the run axis is ``vmap``ped; hyper leaves that vary get axis 0, the
+others are shared (so e.g. a common ``train_every`` keeps the training ``cond`` a real branch).
+With several devices the run axis is split over a 1-D mesh ``('runs',)`` with ``jax.shard_map``
+(runs padded to a multiple of the device count, padding dropped after); across processes
+(``jax.distributed``) the mesh spans every process's devices and the records are gathered to every
+host. The run is cut into chunks for the progress bar and checkpoints; slot keys depend on the
+slot index only, so the chunk boundaries leave no trace in the numbers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from grle_jax.agent import DYNAMIC_FIELDS as AGENT_FIELDS
+from grle_jax.agent import AgentConfig
+from grle_jax.config import SCENARIOS, Config, EnvParams
+from grle_jax.errors import ConfigError
+from grle_jax.profile import DEFAULT_PROFILE, Profile
+
+from .loop import Hyper, RunState, Trainer, make_hyper, make_trainer
+
+ENV_FIELDS = ("slot_ms", "deadline_ms", "rho", "p_link", "p_active", "topology_every", "size_kb",
+              "rate_mbps", "phi_range", "eps_range", "csi_range", "scenario")
+STATIC_FIELDS = ("policy", "devices", "servers", "overdue", "mlp_hidden", "gcn_hidden", "head_hidden")
+SWEEP_FIELDS = AGENT_FIELDS + ENV_FIELDS
+
+
+# --- the grid ----------------------------------------------------------------------------------------
+def load_sweep(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise ConfigError("sweep", f"file not found: {path}")
+    try:
+        with open(path) as f:
+            grid = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError("sweep", f"{path} is not valid JSON ({err})") from None
+    return check_grid(grid)
+
+
+def check_grid(grid) -> dict:
+    if not isinstance(grid, dict) or not grid:
+        raise ConfigError("sweep", "must be a non-empty JSON object {field: [values, ...]}")
+    for k, v in grid.items():
+        if k in STATIC_FIELDS:
+            raise ConfigError(f"sweep.{k}", "is static (it changes shapes or the program): run it separately")
+        if k not in SWEEP_FIELDS:
+            raise ConfigError(f"sweep.{k}", f"unknown field (sweepable: {', '.join(SWEEP_FIELDS)})")
+        if not isinstance(v, list) or not v:
+            raise ConfigError(f"sweep.{k}", f"must be a non-empty list of values, got {v!r}")
+    return grid
+
+
+def grid_points(grid: dict | None) -> list[dict]:
+    if not grid:
+        return [{}]
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def apply_point(cfg: Config, agent: AgentConfig, point: dict) -> tuple[Config, AgentConfig]:
+    """The configs of one grid point; bad values raise ``ConfigError('sweep.<field>', ...)``."""
+    env_changes, agent_changes = {}, {}
+    for k, v in point.items():
+        if k == "scenario":
+            if v not in SCENARIOS:
+                raise ConfigError("sweep.scenario", f"unknown scenario {v!r} (choose from {', '.join(SCENARIOS)})")
+            env_changes.update(scenario=v, **SCENARIOS[v])
+        elif k in AGENT_FIELDS:
+            agent_changes[k] = v
+        else:
+            env_changes[k] = v
+    try:
+        cfg2 = cfg.replace(**env_changes) if env_changes else cfg
+        agent2 = agent.replace(**agent_changes) if agent_changes else agent
+        agent2.check(cfg2.static())
+    except ConfigError as err:
+        raise ConfigError(f"sweep.{err.field}", err.why) from None
+    return cfg2, agent2
+
+
+# --- the runs ------------------------------------------------------------------------------------------
+@dataclass
+class RunSet:
+    """Everything needed to execute a set of runs (seeds x grid points)."""
+
+    cfg: Config
+    agent: AgentConfig
+    profile: Profile
+    trainer: Trainer
+    keys: jax.Array  # (R,) typed keys
+    hyper: Hyper  # leaves with a leading R axis where ``axes`` says 0
+    axes: Hyper  # 0 or None per leaf
+    table: list = field(default_factory=list)  # per run: {"run", "seed", **point}
+    normalise: bool = False
+
+    @property
+    def runs(self) -> int:
+        return len(self.table)
+
+
+def build_runs(cfg: Config, agent: AgentConfig, seeds: int = 1, seed: int = 0, grid: dict | None = None,
+               profile: Profile = DEFAULT_PROFILE, normalise: bool = False) -> RunSet:
+    """Runs for every grid point and seed; seed ``seed + i`` of any run equals a lone run with that
+    seed (run key ``jax.random.key(seed + i)``)."""
+    points = grid_points(grid)
+    confs = [apply_point(cfg, agent, p) for p in points]
+    env = cfg.static(profile)
+    caps = {
+        "k_cap": max(a.k_for(env) for _, a in confs),
+        "batch_cap": max(a.batch for _, a in confs),
+        "memory_cap": max(a.memory for _, a in confs),
+    }
+    if any(a.adaptive_k for _, a in confs):
+        agent = agent.replace(adaptive_k=True) if not agent.adaptive_k else agent
+    trainer = make_trainer(cfg, agent, profile, normalise, **caps)
+    hypers, table = [], []
+    for p, (c, a) in zip(points, confs):
+        h = make_hyper(c, a, profile)
+        for i in range(seeds):
+            hypers.append(h)
+            table.append({"run": len(table), "seed": seed + i, **p})
+    leaves = [jax.tree_util.tree_leaves(h) for h in hypers]
+    treedef = jax.tree_util.tree_structure(hypers[0])
+    stacked, axes = [], []
+    for j in range(len(leaves[0])):
+        vals = [np.asarray(ls[j]) for ls in leaves]
+        if all(np.array_equal(vals[0], v) for v in vals[1:]):
+            stacked.append(jnp.asarray(vals[0]))
+            axes.append(None)
+        else:
+            stacked.append(jnp.asarray(np.stack(vals)))
+            axes.append(0)
+    hyper = jax.tree_util.tree_unflatten(treedef, stacked)
+    hyper_axes = jax.tree_util.tree_unflatten(treedef, axes)
+    keys = jnp.stack([jax.random.key(r["seed"]) for r in table])
+    return RunSet(cfg=cfg, agent=agent, profile=profile, trainer=trainer, keys=keys, hyper=hyper,
+                  axes=hyper_axes, table=table, normalise=normalise)
+
+
+# --- execution: vmap, sharded over devices (and processes) ----------------------------------------------
+def _mesh():
+    devs = jax.devices()  # every process's devices
+    return jax.sharding.Mesh(np.asarray(devs), ("runs",))
+
+
+def sharded(fn_per_run: Callable, in_axes: tuple, mesh) -> Callable:
+    """shard_map over the run axis of a vmapped per-run function. ``in_axes`` as for vmap (pytrees
+    of 0/None); leaves with 0 are split over the mesh, the others replicated."""
+    from jax.sharding import PartitionSpec as P
+
+    vm = jax.vmap(fn_per_run, in_axes=in_axes)
+    specs = jax.tree_util.tree_map(lambda a: P("runs") if a == 0 else P(), in_axes,
+                                   is_leaf=lambda x: x is None or isinstance(x, int))
+    return jax.shard_map(vm, mesh=mesh, in_specs=specs, out_specs=P("runs"), check_vma=False)
+
+
+class Executor:
+    """Batched ``init`` and ``run`` of a RunSet, on one device or split over all of them."""
+
+    def __init__(self, rs: RunSet, shard: bool | None = None):
+        self.rs = rs
+        self.n_dev = jax.device_count()
+        self.shard = (self.n_dev > 1) if shard is None else shard
+        self.pad = (-rs.runs) % self.n_dev if self.shard else 0
+        self.total = rs.runs + self.pad
+        tr = rs.trainer
+
+        def init(kd, h):
+            return tr.init(jax.random.wrap_key_data(kd), h)
+
+        if self.shard:
+            self.mesh = _mesh()
+            self._init = jax.jit(sharded(init, (0, rs.axes), self.mesh))
+            self._run_cache = {}
+        else:
+            self._init = jax.jit(jax.vmap(init, in_axes=(0, rs.axes)))
+            self._run = tr.batched("run", rs.axes)
+
+    # padding repeats the last run (its results are dropped)
+    def _padded(self, x, axis_is_batched=True):
+        if not self.pad or not axis_is_batched:
+            return x
+        return jnp.concatenate([x, jnp.repeat(x[-1:], self.pad, axis=0)], axis=0)
+
+    def _hyper(self):
+        return jax.tree_util.tree_map(lambda h, a: self._padded(h) if a == 0 else h, self.rs.hyper, self.rs.axes,
+                                      is_leaf=lambda x: x is None)
+
+    def _global(self, tree, batched=True):
+        """Host values -> global arrays laid out over the mesh (needed across processes)."""
+        if not self.shard or jax.process_count() == 1:
+            return tree
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        spec = NamedSharding(self.mesh, P("runs") if batched else P())
+
+        def put(x):
+            x = np.asarray(x)
+            return jax.make_array_from_callback(x.shape, spec, lambda idx: x[idx])
+
+        return jax.tree_util.tree_map(put, tree)
+
+    def _hyper_global(self):
+        h = self._hyper()
+        return jax.tree_util.tree_map(lambda x, a: self._global(x, a == 0), h, self.rs.axes,
+                                      is_leaf=lambda x: x is None)
+
+    def init(self) -> RunState:
+        kd = jax.random.key_data(self._padded(self.rs.keys))  # (R', 2) uint32
+        return self._init(self._global(kd), self._hyper_global())
+
+    def run(self, state: RunState, t0: int, length: int):
+        if self.shard:
+            fn = self._run_cache.get(length)
+            if fn is None:
+                tr = self.rs.trainer
+                fn = jax.jit(sharded(lambda s, h, t: tr.run(s, h, t, length), (0, self.rs.axes, None), self.mesh))
+                self._run_cache[length] = fn
+            return fn(state, self._hyper_global(), jnp.asarray(t0, jnp.int32))
+        return self._run(state, self.rs.hyper, t0, length)
+
+    def to_host(self, tree):
+        """Gather (across processes too) and drop the padding runs."""
+        if self.shard and jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            tree = multihost_utils.process_allgather(tree, tiled=True)
+        return jax.tree_util.tree_map(lambda x: np.asarray(x)[: self.rs.runs], tree)
+
+    def from_host(self, tree):
+        """A host state (e.g. a restored checkpoint, R runs) -> the executor's padded layout."""
+        tree = jax.tree_util.tree_map(lambda x: self._padded(jnp.asarray(x)), tree)
+        return self._global(tree) if self.shard and jax.process_count() > 1 else tree
+
+
+def chunk_plan(start: int, stop: int, chunk: int, checkpoint_every: int | None) -> list[tuple[int, int]]:
+    """(t0, length) pieces from ``start`` to ``stop``: at most ``chunk`` long, cut at every multiple
+    of ``checkpoint_every`` so that checkpoints fall on their slots."""
+    out, t = [], start
+    while t < stop:
+        end = min(t + chunk, stop)
+        if checkpoint_every:
+            nxt = (t // checkpoint_every + 1) * checkpoint_every
+            end = min(end, nxt)
+        out.append((t, end - t))
+        t = end
+    return out
+
+
+def run_batched(ex: Executor, slots: int, chunk: int = 1000, state=None, start: int = 0,
+                records: dict | None = None, on_chunk: Callable | None = None,
+                checkpoint_every: int | None = None, stop_after: int | None = None):
+    """Run from ``start`` (a fresh init when ``state`` is None) to ``slots``; returns the final
+    (host) state and the host records (R, slots) concatenated with ``records`` (earlier slots).
+    ``on_chunk(state_dev, t_end, parts, trace, length)`` is called after every chunk (progress bar,
+    checkpoints, traces; ``parts`` the host records so far, ``trace`` the chunk's trace records if
+    the trainer records them); ``stop_after`` ends early at that slot (to test resuming)."""
+    if state is None:
+        state = ex.init()
+    else:
+        state = ex.from_host(state)
+    parts = [] if records is None else [records]
+    stop = slots if stop_after is None else min(slots, stop_after)
+    for t0, length in chunk_plan(start, stop, chunk, checkpoint_every):
+        state, rec = ex.run(state, t0, length)
+        rec = ex.to_host(rec)
+        trace = rec.pop("trace", None)
+        parts.append(rec)
+        if on_chunk is not None:
+            on_chunk(state, t0 + length, parts, trace, length)
+    if parts:
+        recs = {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
+    else:
+        recs = {}
+    return state, recs
+
+
+def concat_records(parts: list[dict]) -> dict:
+    return {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
+
+
+# --- summaries over runs -------------------------------------------------------------------------------
+def ci95(x, axis: int = 0) -> np.ndarray:
+    """Half-width of the 95 % confidence interval of the mean (Student t), NaN ignored; 0 for one value."""
+    import warnings
+
+    x = np.asarray(x, np.float64)
+    n = np.sum(np.isfinite(x), axis=axis)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sd = np.nanstd(x, axis=axis, ddof=1) if x.shape[axis] > 1 else np.zeros(np.delete(x.shape, axis))
+    try:
+        from scipy.stats import t as student
+
+        q = np.where(n > 1, student.ppf(0.975, np.maximum(n - 1, 1)), 0.0)
+    except ImportError:  # pragma: no cover
+        q = np.where(n > 1, 1.96, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 1, q * sd / np.sqrt(np.maximum(n, 1)), 0.0)
+
+
+def mean_ci(values) -> dict:
+    v = np.asarray(values, np.float64)
+    mean = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+    return {"mean": mean, "ci95": float(ci95(v[:, None], axis=0)[0]), "n": int(np.isfinite(v).sum()),
+            "values": [float(x) for x in v]}
