@@ -72,7 +72,9 @@ def slot_outcome(
         pick_j = lambda x: jnp.sum(jnp.where(hot_j, x, 0))  # noqa: E731
         a, w, mj = pick_j(jnp.where(served, A, 0.0)), pick_j(w_full), pick_j(m)
         on = servers == mj
-        hot = on & jnp.any(hot_j & served)
+        live = jnp.any(hot_j & served & ~taken)  # once all served tasks are taken, argmin
+        hot = on & live  # falls on a taken or unserved device: nothing to do
+        hot_j = hot_j & live
         before = jnp.sum(jnp.where(on, free, 0.0))
         start_es = jnp.maximum(a, before)  # S: reaches the head of the queue
         if abort:  # dropped when it reaches the head at/after dl; aborted at dl when running
