@@ -222,15 +222,17 @@ def test_vmaps_over_environments_and_candidates():
     obs = jax.vmap(observe)(states, inps)
     scores = jax.jit(jax.vmap(lambda o, c: score(static, params, o, c)))(obs, opts)
     assert scores.shape == (B, K)
+    one = jax.jit(lambda ob, o: evaluate(static, params, ob, o).reward)
     for b in range(B):
         ob = jax.tree_util.tree_map(lambda x: x[b], obs)
         for k in range(K):
-            assert float(scores[b, k]) == pytest.approx(float(evaluate(static, params, ob, opts[b, k]).reward), abs=1e-5)
+            assert float(scores[b, k]) == pytest.approx(float(one(ob, opts[b, k])), abs=1e-5)
     # vmapped step over environments equals per-environment steps
     nxt, out = jax.vmap(lambda s, i, o: step(static, params, s, i, o))(states, inps, opts[:, 0])
+    one_step = jax.jit(lambda s, i, o: step(static, params, s, i, o))
     for b in range(B):
         sb, ib = (jax.tree_util.tree_map(lambda x: x[b], t) for t in (states, inps))
-        nb, ob = step(static, params, sb, ib, opts[b, 0])
+        nb, ob = one_step(sb, ib, opts[b, 0])
         np.testing.assert_allclose(np.asarray(out.F[b]), np.asarray(ob.F), rtol=1e-6)
         np.testing.assert_allclose(np.asarray(nxt.es[b]), np.asarray(nb.es), rtol=1e-6)
 
