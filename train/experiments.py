@@ -1,0 +1,603 @@
+"""The paper's evaluation (section VI) as one command: ``python -m train.experiments <name>``.
+
+Experiments (issue 5):
+- ``convergence``: Fig. 5. GRLE and DROOE at N = 14 (base scenario, T = 20 ms): the normalised
+  reward (eq. 17, moving average over 50 slots) when the exact oracle is available, else the
+  reward's moving average, and the training loss against the slot.
+- ``devices``: Fig. 6. Average accuracy, SSP and throughput against N for T = 20 and T = 30 ms,
+  the four learning policies plus greedy and random, base scenario.
+- ``capacity``, ``inference``, ``csi``: the same sweep in each scenario (Figs. 7-9).
+- ``paper``: all of the above, each in its own subfolder of ``--out``.
+
+A *cell* is one (experiment, scenario, policy, N, T, overdue) point; its S seeds run side by side,
+vmapped, in one compiled program (``train.sweep.build_runs`` / ``Executor``). Cells that differ
+only in T or scenario reuse the same compiled program (those are dynamic values), so a sweep
+compiles once per (policy, N, overdue). Every cell's rows are written, atomically, to
+``DIR/<experiment>/cells/`` as soon as it finishes, and the experiment's CSV, JSON summary and
+figures are rebuilt from the cell files; ``--resume`` skips every cell already there with the same
+seeds and slots, so a long ``paper`` run that stops loses only the cell under way.
+
+Outputs per experiment (in ``DIR`` for one experiment, ``DIR/<experiment>`` for ``paper``):
+``<experiment>.csv`` (one row per policy, scenario, T, N, seed, overdue with the metrics; for
+``convergence`` one row per slot), ``summary.json`` (mean and 95 % interval over seeds per cell,
+timings), and PNG figures, one per overdue rule.
+
+Bad input prints one line ``error: <field>: <why>`` and exits 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from grle_jax.agent import ALL_POLICIES, LEARNING_POLICIES, AgentConfig
+from grle_jax.config import OVERDUE_RULES, SCENARIOS, Config
+from grle_jax.errors import ConfigError
+
+SWEEPS = {"devices": "base", "capacity": "capacity", "inference": "inference", "csi": "csi"}
+EXPERIMENTS = ("convergence",) + tuple(SWEEPS)
+NAMES = EXPERIMENTS + ("paper",)
+SWEEP_POLICIES = ("grle", "grl", "droo", "drooe", "greedy", "random")
+CONVERGENCE_POLICIES = ("grle", "drooe")
+CONVERGENCE_N = 14
+CONVERGENCE_T = 20.0
+N_VALUES = tuple(range(2, 31, 2))  # the paper sweeps N over 2..30
+T_VALUES = (20.0, 30.0)
+QUICK = {"n_values": (4, 10), "seeds": 2, "slots": 500}
+DEFAULT_SEEDS = 5
+DEFAULT_SLOTS = 10_000
+WINDOW = 50  # moving-average window (slots) of the convergence curves
+FINAL_FRACTION = 0.2  # "final" metrics: the last 20 % of the slots (after most of the learning)
+
+METRICS = ("ssp", "avg_accuracy", "throughput_per_s", "throughput_per_slot", "mean_reward")
+SWEEP_COLUMNS = (["experiment", "scenario", "policy", "T_ms", "N", "seed", "overdue", "slots", "tasks"]
+                 + list(METRICS) + [f"final_{k}" for k in METRICS] + ["final_loss", "cell_wall_s"])
+CONV_COLUMNS = ["experiment", "scenario", "policy", "T_ms", "N", "seed", "overdue", "slot", "reward",
+                f"reward_ma{WINDOW}", f"normalised_reward_ma{WINDOW}", "loss"]
+
+INT_COLUMNS = ("N", "seed", "slots", "slot")
+
+POLICY_STYLE = {  # colour, marker
+    "grle": ("tab:red", "o"), "grl": ("tab:blue", "s"), "drooe": ("tab:green", "^"),
+    "droo": ("tab:purple", "v"), "greedy": ("tab:orange", "D"), "random": ("tab:gray", "x"),
+    "oracle": ("black", "*"),
+}
+PLOT_METRICS = (("avg_accuracy", "average accuracy"), ("ssp", "service success probability"),
+                ("throughput_per_s", "throughput (tasks/s)"))
+
+
+# --- the plan ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cell:
+    experiment: str
+    scenario: str
+    policy: str
+    n: int
+    t_ms: float
+    overdue: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.scenario}-{self.policy}-N{self.n}-T{self.t_ms:g}-{self.overdue}"
+
+
+@dataclass
+class Plan:
+    experiments: tuple
+    policies: tuple | None  # None: each experiment's own list
+    n_values: tuple
+    t_values: tuple
+    seeds: int
+    slots: int
+    overdue: tuple
+    out: str
+    resume: bool
+    chunk: int
+    quiet: bool
+
+    def folder(self, exp: str) -> str:
+        return os.path.join(self.out, exp) if len(self.experiments) > 1 else self.out
+
+    def cells(self, exp: str) -> list[Cell]:
+        """Cells in run order: overdue rule outermost (all of ``abort`` first), then N, policy, T."""
+        out = []
+        if exp == "convergence":
+            for od in self.overdue:
+                for p in (self.policies or CONVERGENCE_POLICIES):
+                    out.append(Cell(exp, "base", p, CONVERGENCE_N, CONVERGENCE_T, od))
+            return out
+        for od in self.overdue:
+            for n in self.n_values:
+                for p in (self.policies or SWEEP_POLICIES):
+                    for t in self.t_values:
+                        out.append(Cell(exp, SWEEPS[exp], p, n, t, od))
+        return out
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # noqa: D401
+        field = "arguments"
+        if message.startswith("argument "):
+            head, _, why = message[len("argument "):].partition(": ")
+            field = head.split("/")[-1].lstrip("-").replace("-", "_")
+            message = why
+        raise ConfigError(field, message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m train.experiments", description=__doc__.split("\n\n")[0])
+    p.add_argument("name", help=f"one of {', '.join(NAMES)}")
+    p.add_argument("--quick", action="store_true",
+                   help=f"small preset: N in {QUICK['n_values']}, {QUICK['seeds']} seeds, {QUICK['slots']} slots, "
+                        "overdue abort (explicit flags override it)")
+    p.add_argument("--seeds", type=int, default=None, help=f"seeds per cell (default {DEFAULT_SEEDS})")
+    p.add_argument("--slots", type=int, default=None, help=f"slots per run (default {DEFAULT_SLOTS})")
+    p.add_argument("--overdue", default=None, help="abort, keep or both (default both; abort with --quick)")
+    p.add_argument("--n-values", default=None, help="comma-separated N values of the sweeps (default 2,4,...,30)")
+    p.add_argument("--t-values", default=None, help="comma-separated slot lengths T in ms (default 20,30)")
+    p.add_argument("--policies", default=None,
+                   help="comma-separated policies, replacing every experiment's own list "
+                        f"(sweeps: {','.join(SWEEP_POLICIES)}; convergence: {','.join(CONVERGENCE_POLICIES)})")
+    p.add_argument("--out", default=None, metavar="DIR", help="results folder (default results/<name>)")
+    p.add_argument("--resume", action="store_true", help="keep finished cells in DIR and run only the others")
+    p.add_argument("--chunk", type=int, default=1000, help="slots per compiled chunk (default 1000)")
+    p.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
+    return p
+
+
+def _int_list(field: str, text: str, lo: int) -> tuple:
+    try:
+        vals = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(field, f"must be comma-separated integers, got {text!r}") from None
+    if not vals:
+        raise ConfigError(field, "is empty")
+    bad = [v for v in vals if v < lo]
+    if bad:
+        raise ConfigError(field, f"values must be at least {lo}, got {bad[0]}")
+    return tuple(dict.fromkeys(vals))
+
+
+def _float_list(field: str, text: str) -> tuple:
+    try:
+        vals = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(field, f"must be comma-separated numbers, got {text!r}") from None
+    if not vals:
+        raise ConfigError(field, "is empty")
+    for v in vals:
+        if not np.isfinite(v) or v <= 0:
+            raise ConfigError(field, f"values must be positive, got {v}")
+    return tuple(dict.fromkeys(vals))
+
+
+def plan_from_args(args) -> Plan:
+    if args.name not in NAMES:
+        raise ConfigError("name", f"unknown experiment {args.name!r} (choose from {', '.join(NAMES)})")
+    exps = EXPERIMENTS if args.name == "paper" else (args.name,)
+    seeds = args.seeds if args.seeds is not None else (QUICK["seeds"] if args.quick else DEFAULT_SEEDS)
+    slots = args.slots if args.slots is not None else (QUICK["slots"] if args.quick else DEFAULT_SLOTS)
+    if seeds < 1:
+        raise ConfigError("seeds", f"must be at least 1, got {seeds}")
+    if slots < 1:
+        raise ConfigError("slots", f"must be at least 1, got {slots}")
+    if args.chunk < 1:
+        raise ConfigError("chunk", f"must be at least 1, got {args.chunk}")
+    od = args.overdue if args.overdue is not None else ("abort" if args.quick else "both")
+    if od == "both":
+        overdue = OVERDUE_RULES
+    elif od in OVERDUE_RULES:
+        overdue = (od,)
+    else:
+        raise ConfigError("overdue", f"must be abort, keep or both, got {od!r}")
+    if args.n_values is not None:
+        n_values = _int_list("n_values", args.n_values, 1)
+    else:
+        n_values = QUICK["n_values"] if args.quick else N_VALUES
+    t_values = _float_list("t_values", args.t_values) if args.t_values is not None else T_VALUES
+    policies = None
+    if args.policies is not None:
+        policies = tuple(dict.fromkeys(x.strip() for x in args.policies.split(",") if x.strip()))
+        if not policies:
+            raise ConfigError("policies", "is empty")
+        for p in policies:
+            if p not in ALL_POLICIES:
+                raise ConfigError("policies", f"unknown policy {p!r} (choose from {', '.join(ALL_POLICIES)})")
+        if "oracle" in policies:
+            _need_oracle("policies")
+    out = args.out if args.out is not None else os.path.join("results", args.name)
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise ConfigError("out", f"folder does not exist: {parent}")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError("out", f"exists and is not a folder: {out}")
+    # every configuration must be valid before anything runs
+    for n in (set(n_values) | {CONVERGENCE_N}):
+        for t in t_values:
+            cfg = Config(devices=n, slot_ms=t)
+            for p in (policies or SWEEP_POLICIES):
+                AgentConfig(policy=p).check(cfg.static())
+    return Plan(experiments=exps, policies=policies, n_values=n_values, t_values=t_values, seeds=seeds,
+                slots=slots, overdue=overdue, out=out, resume=bool(args.resume), chunk=args.chunk,
+                quiet=bool(args.quiet))
+
+
+def _need_oracle(field: str) -> None:
+    try:
+        from grle_jax.oracle import oracle_policy  # noqa: F401
+    except ImportError as err:
+        raise ConfigError(field, f"the exact oracle (grle_jax.oracle) is not available: {err}") from None
+
+
+def oracle_available() -> bool:
+    try:
+        from grle_jax.oracle import oracle_policy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --- running one cell ----------------------------------------------------------------------------------
+def run_cell(cell: Cell, seeds: int, slots: int, chunk: int, normalise: bool = False) -> tuple[dict, float]:
+    """The S seeds of one cell, vmapped in one compiled program; returns host records (S, slots)
+    and the wall time (compilation included when this program was not compiled yet)."""
+    from .sweep import Executor, build_runs, run_batched
+
+    cfg = Config.for_scenario(cell.scenario, devices=cell.n, slot_ms=cell.t_ms, overdue=cell.overdue)
+    t0 = time.perf_counter()
+    rs = build_runs(cfg, AgentConfig(policy=cell.policy), seeds=seeds, seed=0, normalise=normalise)
+    ex = Executor(rs, shard=None)
+    _, recs = run_batched(ex, slots, chunk=min(chunk, slots))
+    return recs, time.perf_counter() - t0
+
+
+def final_slots(slots: int) -> int:
+    return max(1, int(round(slots * FINAL_FRACTION)))
+
+
+def sweep_rows(cell: Cell, recs: dict, wall: float) -> list[dict]:
+    from grle_jax.metrics import summarise
+
+    counts = {k: recs[k] for k in ("tasks", "on_time", "acc_sum", "reward")}
+    S = recs["tasks"].shape[1]
+    whole = summarise(counts, cell.t_ms)
+    fin = summarise({k: v[:, -final_slots(S):] for k, v in counts.items()}, cell.t_ms)
+    rows = []
+    for r in range(recs["tasks"].shape[0]):
+        row = {"experiment": cell.experiment, "scenario": cell.scenario, "policy": cell.policy, "T_ms": cell.t_ms,
+               "N": cell.n, "seed": r, "overdue": cell.overdue, "slots": S, "tasks": float(whole["tasks"][r])}
+        for k in METRICS:
+            row[k] = float(whole[k][r])
+            row[f"final_{k}"] = float(fin[k][r])
+        row["final_loss"] = float(recs["loss"][r, -1])
+        row["cell_wall_s"] = wall
+        rows.append(row)
+    return rows
+
+
+def convergence_rows(cell: Cell, recs: dict, wall: float) -> list[dict]:
+    from grle_jax.metrics import moving_mean, normalised_reward
+
+    R, S = recs["reward_observed"].shape
+    ma = moving_mean(recs["reward_observed"], WINDOW)
+    if "reward_oracle" in recs:
+        nma = moving_mean(normalised_reward(recs["reward_observed"], recs["reward_oracle"]), WINDOW)
+    else:
+        nma = np.full((R, S), np.nan)
+    rows = []
+    for r in range(R):
+        for t in range(S):
+            rows.append({"experiment": cell.experiment, "scenario": cell.scenario, "policy": cell.policy,
+                         "T_ms": cell.t_ms, "N": cell.n, "seed": r, "overdue": cell.overdue, "slot": t,
+                         "reward": float(recs["reward_observed"][r, t]), f"reward_ma{WINDOW}": float(ma[r, t]),
+                         f"normalised_reward_ma{WINDOW}": float(nma[r, t]), "loss": float(recs["loss"][r, t])})
+    return rows
+
+
+# --- files ----------------------------------------------------------------------------------------------
+def _cell_value(v):
+    if isinstance(v, float):
+        return "" if v != v else repr(v)
+    return v
+
+
+def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
+    """Atomically: a temporary file renamed over ``path``."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        for row in rows:
+            w.writerow([_cell_value(row.get(c, float("nan"))) for c in columns])
+    os.replace(tmp, path)
+
+
+def read_csv(path: str) -> list[dict]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for k, v in row.items():
+            if k in ("experiment", "scenario", "policy", "overdue"):
+                continue
+            row[k] = int(v) if k in INT_COLUMNS else (float(v) if v != "" else float("nan"))
+    return rows
+
+
+def cell_done(path: str, seeds: int, slots: int, convergence: bool) -> bool:
+    """A cell file counts as finished when it holds every seed of a run of exactly ``slots`` slots."""
+    if not os.path.isfile(path):
+        return False
+    try:
+        rows = read_csv(path)
+    except (OSError, ValueError, csv.Error):
+        return False
+    if convergence:
+        ok = all(int(r["slot"]) < slots for r in rows) and len(rows) == seeds * slots
+    else:
+        ok = len(rows) == seeds and all(int(r["slots"]) == slots for r in rows)
+    return ok and {int(r["seed"]) for r in rows} == set(range(seeds))
+
+
+def collect(folder: str, exp: str, cells: list[Cell]) -> list[dict]:
+    rows = []
+    for c in cells:
+        path = os.path.join(folder, "cells", c.name + ".csv")
+        if os.path.isfile(path):
+            rows.extend(read_csv(path))
+    return rows
+
+
+# --- summaries -------------------------------------------------------------------------------------------
+def summarise_rows(rows: list[dict], exp: str) -> list[dict]:
+    """Mean and 95 % interval over seeds of every metric, per cell."""
+    from .sweep import mean_ci
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = (r["scenario"], r["policy"], r["T_ms"], r["N"], r["overdue"])
+        groups.setdefault(key, []).append(r)
+    out = []
+    for (scen, pol, t, n, od), rs in groups.items():
+        entry = {"scenario": scen, "policy": pol, "T_ms": t, "N": int(n), "overdue": od}
+        if exp == "convergence":
+            by_seed: dict[int, list[dict]] = {}
+            for r in rs:
+                by_seed.setdefault(int(r["seed"]), []).append(r)
+            last = [sorted(v, key=lambda x: x["slot"])[-1] for v in by_seed.values()]
+            entry["seeds"] = len(last)
+            entry["slots"] = int(max(r["slot"] for r in rs)) + 1
+            entry["metrics"] = {k: mean_ci([x[k] for x in last])
+                                for k in (f"reward_ma{WINDOW}", f"normalised_reward_ma{WINDOW}", "loss")}
+        else:
+            entry["seeds"] = len(rs)
+            entry["slots"] = int(rs[0]["slots"])
+            entry["cell_wall_s"] = rs[0]["cell_wall_s"]
+            entry["metrics"] = {k: mean_ci([x[k] for x in rs]) for k in
+                                list(METRICS) + [f"final_{k}" for k in METRICS] + ["final_loss"]}
+        out.append(entry)
+    return out
+
+
+def write_experiment(plan: Plan, exp: str, timing: dict) -> dict:
+    """Rebuild the experiment's CSV, summary.json and figures from its finished cell files."""
+    from .outputs import device_kind, write_json
+
+    folder = plan.folder(exp)
+    cells = plan.cells(exp)
+    rows = collect(folder, exp, cells)
+    conv = exp == "convergence"
+    write_csv(os.path.join(folder, f"{exp}.csv"), rows, CONV_COLUMNS if conv else SWEEP_COLUMNS)
+    summary = {
+        "experiment": exp, "seeds": plan.seeds, "slots": plan.slots, "overdue": list(plan.overdue),
+        "n_values": [CONVERGENCE_N] if conv else list(plan.n_values),
+        "t_values": [CONVERGENCE_T] if conv else list(plan.t_values),
+        "final_fraction": FINAL_FRACTION, "window": WINDOW, "device": device_kind(),
+        "cells_total": len(cells), "cells_done": len({(r["policy"], r["T_ms"], r["N"], r["overdue"]) for r in rows}),
+        "timing": timing, "cells": summarise_rows(rows, exp),
+    }
+    if conv:
+        summary["normalised"] = any(np.isfinite(r[f"normalised_reward_ma{WINDOW}"]) for r in rows)
+    else:
+        summary["claims"] = claim_ratios(summary["cells"])
+    write_json(os.path.join(folder, "summary.json"), summary)
+    if rows:
+        if conv:
+            plot_convergence(folder, rows, plan)
+        else:
+            plot_sweep(folder, exp, summary["cells"], plan)
+    return summary
+
+
+# ratio claims of the paper: (numerator, denominator, metric)
+RATIOS = (("grle", "grl"), ("grle", "drooe"), ("drooe", "droo"), ("grle", "droo"))
+
+
+def claim_ratios(cells: list[dict]) -> list[dict]:
+    """Average-accuracy ratios between policies (final window and whole run) per (overdue, T, N)."""
+    idx = {(c["policy"], c["overdue"], c["T_ms"], c["N"]): c for c in cells}
+    out = []
+    for num, den in RATIOS:
+        for (p, od, t, n), c in sorted(idx.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][3])):
+            if p != num or (den, od, t, n) not in idx:
+                continue
+            d = idx[(den, od, t, n)]
+            row = {"ratio": f"{num}/{den}", "overdue": od, "T_ms": t, "N": n}
+            for k in ("final_avg_accuracy", "avg_accuracy"):
+                a, b = c["metrics"][k]["mean"], d["metrics"][k]["mean"]
+                row[k] = a / b if b and np.isfinite(a) and np.isfinite(b) and b > 0 else None
+            out.append(row)
+    return out
+
+
+# --- figures -------------------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_sweep(folder: str, exp: str, cells: list[dict], plan: Plan) -> list[str]:
+    """Per overdue rule: rows = T, columns = (average accuracy, SSP, throughput) against N; one line
+    per policy (mean over seeds of the final-window metric) with its 95 % band."""
+    plt = _plt()
+    paths = []
+    for od in plan.overdue:
+        sel = [c for c in cells if c["overdue"] == od]
+        if not sel:
+            continue
+        ts = sorted({c["T_ms"] for c in sel})
+        fig, axes = plt.subplots(len(ts), 3, figsize=(12, 3.1 * len(ts) + 0.6), squeeze=False)
+        for i, t in enumerate(ts):
+            for j, (metric, label) in enumerate(PLOT_METRICS):
+                ax = axes[i, j]
+                for pol in (plan.policies or SWEEP_POLICIES):
+                    pts = sorted((c for c in sel if c["T_ms"] == t and c["policy"] == pol), key=lambda c: c["N"])
+                    if not pts:
+                        continue
+                    x = np.array([c["N"] for c in pts])
+                    m = np.array([c["metrics"][f"final_{metric}"]["mean"] for c in pts])
+                    h = np.array([c["metrics"][f"final_{metric}"]["ci95"] for c in pts])
+                    colour, marker = POLICY_STYLE.get(pol, ("black", "."))
+                    ax.plot(x, m, color=colour, marker=marker, ms=4, lw=1.3, label=pol.upper())
+                    if np.any(h > 0):
+                        ax.fill_between(x, m - h, m + h, color=colour, alpha=0.18, lw=0)
+                ax.set_title(f"{label}, T = {t:g} ms", fontsize=9)
+                ax.set_xlabel("number of IoT devices N")
+                ax.set_ylabel(label, fontsize=8)
+                ax.grid(alpha=0.3)
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+        scen = sel[0]["scenario"]
+        fig.suptitle(f"{exp}: scenario {scen}, overdue = {od}; last {FINAL_FRACTION:.0%} of {plan.slots} slots, "
+                     f"mean and 95 % band over {plan.seeds} seeds", fontsize=10)
+        fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+        path = os.path.join(folder, f"{exp}_{od}.png")
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def plot_convergence(folder: str, rows: list[dict], plan: Plan) -> list[str]:
+    from .plots import convergence
+
+    paths = []
+    norm_key = f"normalised_reward_ma{WINDOW}"
+    normalised = any(np.isfinite(r[norm_key]) for r in rows)
+    key = norm_key if normalised else f"reward_ma{WINDOW}"
+    label = (f"normalised reward (moving average, {WINDOW} slots)" if normalised
+             else f"reward R per slot (moving average, {WINDOW} slots)")
+    for od in plan.overdue:
+        sel = [r for r in rows if r["overdue"] == od]
+        if not sel:
+            continue
+        curves, losses = {}, {}
+        for pol in dict.fromkeys(r["policy"] for r in sel):
+            pr = [r for r in sel if r["policy"] == pol]
+            seeds = sorted({int(r["seed"]) for r in pr})
+            S = int(max(r["slot"] for r in pr)) + 1
+            y = np.full((len(seeds), S), np.nan)
+            lo = np.full((len(seeds), S), np.nan)
+            for r in pr:
+                y[seeds.index(int(r["seed"])), int(r["slot"])] = r[key]
+                lo[seeds.index(int(r["seed"])), int(r["slot"])] = r["loss"]
+            curves[pol.upper()] = y
+            losses[pol.upper()] = lo
+        title = (f"convergence: base, N = {CONVERGENCE_N}, T = {CONVERGENCE_T:g} ms, overdue = {od}, "
+                 f"{plan.seeds} seeds (95 % band)")
+        path = os.path.join(folder, f"convergence_{od}.png")
+        convergence(path, curves, losses, label, title)
+        paths.append(path)
+    return paths
+
+
+# --- the driver -----------------------------------------------------------------------------------------
+def enable_compile_cache() -> None:
+    """Persist compiled programs (so a resumed run compiles nothing it compiled before)."""
+    import jax
+
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    try:
+        jax.config.update("jax_compilation_cache_dir", os.path.abspath(".jax_cache"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
+    except Exception:  # pragma: no cover - an older jax without the option
+        pass
+
+
+def run(plan: Plan) -> dict:
+    started = time.perf_counter()
+    normalise = oracle_available()
+    report = {}
+    for exp in plan.experiments:
+        folder = plan.folder(exp)
+        cells_dir = os.path.join(folder, "cells")
+        if not plan.resume and os.path.isdir(cells_dir):
+            shutil.rmtree(cells_dir)  # a fresh run: cells of an earlier run here are stale
+        os.makedirs(cells_dir, exist_ok=True)
+        conv = exp == "convergence"
+        t_exp = time.perf_counter()
+        cell_times, skipped = {}, 0
+        cells = plan.cells(exp)
+        for i, cell in enumerate(cells):
+            path = os.path.join(cells_dir, cell.name + ".csv")
+            if plan.resume and cell_done(path, plan.seeds, plan.slots, conv):
+                skipped += 1
+                continue
+            recs, wall = run_cell(cell, plan.seeds, plan.slots, plan.chunk, normalise and conv)
+            rows = (convergence_rows if conv else sweep_rows)(cell, recs, wall)
+            write_csv(path, rows, CONV_COLUMNS if conv else SWEEP_COLUMNS)
+            cell_times[cell.name] = wall
+            if not plan.quiet:
+                extra = ""
+                if not conv:
+                    acc = np.mean([r["final_avg_accuracy"] for r in rows])
+                    ssp = np.mean([r["final_ssp"] for r in rows])
+                    extra = f" accuracy {acc:.4f} SSP {ssp:.4f}"
+                print(f"[{exp} {i + 1}/{len(cells)}] {cell.name}: {plan.seeds} seeds x {plan.slots} slots "
+                      f"in {wall:.1f} s{extra}", flush=True)
+        timing = {"wall_s": time.perf_counter() - t_exp, "cells_run": len(cell_times), "cells_skipped": skipped,
+                  "cell_wall_s": cell_times}
+        report[exp] = write_experiment(plan, exp, timing)
+        if not plan.quiet:
+            print(f"{exp}: {len(cells)} cells ({skipped} already done) in {timing['wall_s']:.1f} s "
+                  f"-> {folder}", flush=True)
+    total = time.perf_counter() - started
+    if len(plan.experiments) > 1:
+        from .outputs import device_kind, write_json
+
+        write_json(os.path.join(plan.out, "timing.json"),
+                   {"wall_s": total, "device": device_kind(), "seeds": plan.seeds, "slots": plan.slots,
+                    "n_values": list(plan.n_values), "t_values": list(plan.t_values),
+                    "overdue": list(plan.overdue),
+                    "experiments": {e: r["timing"]["wall_s"] for e, r in report.items()}})
+    if not plan.quiet:
+        print(f"total {total:.1f} s", flush=True)
+    return report
+
+
+def main(argv=None) -> int:
+    try:
+        plan = plan_from_args(build_parser().parse_args(argv))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    os.makedirs(plan.out, exist_ok=True)
+    run(plan)
+    return 0
+
+
+if __name__ == "__main__":
+    enable_compile_cache()
+    sys.exit(main())
