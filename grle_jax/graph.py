@@ -12,8 +12,10 @@ Node features (9 = 3 device + 4 option + 2 type flags; the other kind's slots ar
   table ((acc[e] - mean acc) / std acc, 0 with one exit), ES backlog es[m] / D, capacity phi[m].
   (Raw accuracies differ by a few hundredths between exits; standardised, the network tells the
   exits apart from the first step.)
-Edge features (2): estimated rate r_hat[n, m] / rate_hi, transmission time s[n] * 8 / r_hat[n, m] / D
-(zero on masked edges).
+Edge features (3, zero on masked edges): estimated rate r_hat[n, m] / rate_hi, transmission time
+s[n] * 8 / r_hat[n, m] / D, and the finish time the task would have if it were alone on the option,
+``(max(radio[n] + tx, es[m]) + c[m, e] / phi[m]) / D`` (its latency bound from below: above 1 the
+option cannot meet the deadline, whatever the others do). All three are observed values.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .dynamics import reachable
 from .types import Observation
 
 NODE_FEATURES = 9
-EDGE_FEATURES = 2
+EDGE_FEATURES = 3
 
 
 def live_mask(static: EnvStatic, option_idx: np.ndarray, obs: Observation) -> jnp.ndarray:
@@ -65,8 +67,11 @@ def build_graph(static: EnvStatic, params: EnvParams, obs: Observation,
     live = live_mask(static, option_idx, obs)  # (N, P)
     rate = obs.r_hat[:, m_of]  # (N, P)
     safe = jnp.where(live, rate, 1.0)
-    tx = obs.s[:, None] * 8.0 / safe / D
-    edges = jnp.stack([jnp.where(live, rate / params.rate_hi, 0.0), jnp.where(live, tx, 0.0)], -1)
+    tx = obs.s[:, None] * 8.0 / safe  # (N, P) ms
+    work = (params.c[m_of, e_of] / phi_o)[None, :]
+    alone = jnp.maximum(obs.radio[:, None] + tx, obs.es[m_of][None, :]) + work
+    edges = jnp.stack([jnp.where(live, rate / params.rate_hi, 0.0), jnp.where(live, tx / D, 0.0),
+                       jnp.where(live, alone / D, 0.0)], -1)
     senders, receivers = edge_index(n, p)
     graph = jraph.GraphsTuple(
         nodes=nodes, edges=edges.reshape(n * p, EDGE_FEATURES).astype(f32),

@@ -5,8 +5,8 @@ decisions with FIXED shapes, so K may be a dynamic (vmapped) value:
 
 - candidate 1: each device's best-scored live option (ties to the lower option index);
 - candidate k >= 2: candidate 1 with ONE device moved to another live option, the (device,
-  option) pairs taken in order of increasing gap ``p[n, best[n]] - p[n, o]`` (ties: lower device
-  index, then lower option index).
+  option) pairs taken in order of increasing gap ``p[n, best[n]] - p[n, o]`` (ties: the smaller
+  gap in logits when the logits are given, then lower device index, then lower option index).
 
 Exactly ``k_cap`` candidates are produced (a static number); ``valid[k]`` is false for those
 beyond the pairs that exist in this slot (K_max = 1 + live pairs - devices with a live option).
@@ -19,8 +19,15 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 
-def quantize(scores: jnp.ndarray, live: jnp.ndarray, k_cap: int) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """scores (N, P), live (N, P) bool -> (candidates (k_cap, N) int32, valid (k_cap,) bool)."""
+def quantize(scores: jnp.ndarray, live: jnp.ndarray, k_cap: int,
+             logits: jnp.ndarray | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """scores (N, P), live (N, P) bool -> (candidates (k_cap, N) int32, valid (k_cap,) bool).
+
+    With ``logits`` (the scores' pre-sigmoid values), pairs whose float32 gaps are EQUAL are
+    ordered by their gap in logits before the index order. A saturated sigmoid rounds many
+    scores to exactly 0 or 1, and the ties would otherwise always move the lowest-index device,
+    a rule a permutation-equivariant network cannot learn from; the logit gap keeps the order the
+    network's own confidence gives. Where float32 gaps differ, the order is MODEL.md's exactly."""
     n, p = scores.shape
     has = jnp.any(live, axis=1)  # (N,)
     masked = jnp.where(live, scores, -jnp.inf)
@@ -31,8 +38,13 @@ def quantize(scores: jnp.ndarray, live: jnp.ndarray, k_cap: int) -> tuple[jnp.nd
     if moves == 0:
         return base[None, :], jnp.ones((1,), bool)
     eligible = live & (jnp.arange(p)[None, :] != best[:, None])  # (N, P)
-    gap = jnp.where(eligible, best_score[:, None] - scores, jnp.inf)
-    order = jnp.argsort(gap.reshape(-1), stable=True)[:moves]  # flat index n * P + o
+    gap = jnp.where(eligible, best_score[:, None] - scores, jnp.inf).reshape(-1)
+    if logits is None:
+        order = jnp.argsort(gap, stable=True)[:moves]  # flat index n * P + o
+    else:
+        best_logit = jnp.take_along_axis(logits, best[:, None], axis=1)
+        lgap = jnp.where(eligible, best_logit - logits, jnp.inf).reshape(-1)
+        order = jnp.lexsort((jnp.arange(n * p), lgap, gap))[:moves]  # primary key last
     dev, opt = order // p, (order % p).astype(jnp.int32)
     ok = eligible.reshape(-1)[order]
     moved = jnp.broadcast_to(base, (moves, n)).at[jnp.arange(moves), dev].set(opt)

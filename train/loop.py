@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from jax.flatten_util import ravel_pytree
 
 from grle_jax.agent import AgentConfig, AgentParams, AgentStatic
 from grle_jax.config import Config, EnvParams, EnvStatic
@@ -45,6 +46,8 @@ from grle_jax.types import EnvState, Observation
 
 INIT_TAG = 0x7FFFFFFF  # fold_in tag of the network-initialisation key (no slot reaches it)
 BATCH_TAG = 1  # fold_in tag of the minibatch key, from the slot's policy key
+
+_BATCHED: dict = {}  # jitted batched functions, shared by trainers with the same ``Trainer.key``
 
 RECORD_KEYS = ("tasks", "on_time", "acc_sum", "reward", "reward_observed", "loss", "k", "k_pos")
 
@@ -71,7 +74,7 @@ class RunState:
 
     env: EnvState
     variables: Any  # flax variables of the actor ({} for a fixed policy)
-    opt: Any  # optax state (() for a fixed policy)
+    opt: Any  # optax Adam state over the flattened parameters (() for a fixed policy)
     memory: Any  # Memory (None for a fixed policy)
     k: jnp.ndarray  # () int32: K of the next slot
     k_seen: jnp.ndarray  # () int32: largest 1-based executed position since the last K update
@@ -102,7 +105,6 @@ class Trainer:
         else:
             self.policy = fixed_act(agent.policy)
         self.reference = fixed_act("oracle") if normalise else None
-        self._jit_cache: dict = {}
 
     # --- one run -------------------------------------------------------------------------------
     def init(self, key: jax.Array, hyper: Hyper) -> RunState:
@@ -114,7 +116,7 @@ class Trainer:
                             k_seen=jnp.zeros((), jnp.int32), loss=jnp.full((), jnp.nan, f32), key=kd)
         obs = observe(st, sample(jax.random.key(0), hyper.env, st, self.env))
         variables = self.actor.init(jax.random.fold_in(key, INIT_TAG), obs, hyper.env)
-        opt = self.tx.init(variables)
+        opt = self.tx.init(ravel_pytree(variables)[0])  # Adam on one flat vector: a small program
         opt.hyperparams["learning_rate"] = jnp.asarray(hyper.agent.lr, f32)
         cap = self.agent.memory_cap
         memory = Memory(
@@ -135,7 +137,7 @@ class Trainer:
         if self.learning:
             logits = self.actor.apply(rs.variables, obs, ep)
             live = self.actor.live(obs)
-            cands, valid = quantize(jax.nn.sigmoid(logits), live, self.agent.k_cap)  # (Kc, N)
+            cands, valid = quantize(jax.nn.sigmoid(logits), live, self.agent.k_cap, logits)  # (Kc, N)
             env_opts = jnp.where(cands >= 0, self.option_idx[jnp.maximum(cands, 0)], -1)
             R = score(static, ep, obs, env_opts)  # (Kc,): ONE vmapped call for all candidates
             use = valid & (jnp.arange(self.agent.k_cap) < rs.k)
@@ -185,8 +187,9 @@ class Trainer:
                 return masked_bce(logits, target, live)
 
             loss, grads = jax.value_and_grad(loss_fn)(rs.variables)
-            updates, opt = self.tx.update(grads, rs.opt, rs.variables)
-            return rs.replace(variables=optax.apply_updates(rs.variables, updates), opt=opt,
+            flat, unravel = ravel_pytree(rs.variables)
+            updates, opt = self.tx.update(ravel_pytree(grads)[0], rs.opt, flat)
+            return rs.replace(variables=unravel(optax.apply_updates(flat, updates)), opt=opt,
                               loss=loss.astype(jnp.float32))
 
         return jax.lax.cond((t + 1) % ap.train_every == 0, train, lambda rs: rs, rs)
@@ -210,19 +213,27 @@ class Trainer:
         (keys, hyper, slots) over the leading run axis; ``hyper_axes`` says which hyper leaves carry
         that axis (0) and which are shared (None)."""
         flat, treedef = jax.tree_util.tree_flatten(hyper_axes, is_leaf=lambda x: x is None)
-        cache_key = (what, treedef, tuple(flat))
-        if cache_key in self._jit_cache:
-            return self._jit_cache[cache_key]
+        cache_key = (self.key, what, treedef, tuple(flat))
+        if cache_key in _BATCHED:
+            return _BATCHED[cache_key]
         if what == "init":
             fn = jax.jit(jax.vmap(self.init, in_axes=(0, hyper_axes)))
         elif what == "run":
             fn = jax.jit(jax.vmap(self.run, in_axes=(0, hyper_axes, None, None)), static_argnums=(3,))
-        elif what == "train":
-            fn = jax.jit(jax.vmap(self.train, in_axes=(0, hyper_axes, None)), static_argnums=(2,))
+        elif what == "train":  # batched init, then the batched run: ONE scan over all slots
+            init, run = self.batched("init", hyper_axes), self.batched("run", hyper_axes)
+
+            def fn(keys, hyper, slots):
+                return run(init(keys, hyper), hyper, 0, slots)
         else:
             raise ValueError(what)
-        self._jit_cache[cache_key] = fn
+        _BATCHED[cache_key] = fn
         return fn
+
+    @property
+    def key(self) -> tuple:
+        """Everything that fixes the compiled program: trainers with equal keys share jit caches."""
+        return (self.env, self.agent, self.normalise, self.record_trace)
 
 
 # --- the public entry point ------------------------------------------------------------------------

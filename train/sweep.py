@@ -192,12 +192,13 @@ class Executor:
         def init(kd, h):
             return tr.init(jax.random.wrap_key_data(kd), h)
 
+        flat, treedef = jax.tree_util.tree_flatten(rs.axes, is_leaf=lambda x: x is None)
+        self._key = (tr.key, treedef, tuple(flat), self.shard, tuple(str(d) for d in jax.devices()))
         if self.shard:
             self.mesh = _mesh()
-            self._init = jax.jit(sharded(init, (0, rs.axes), self.mesh))
-            self._run_cache = {}
+            self._init = _cached(self._key + ("init",), lambda: jax.jit(sharded(init, (0, rs.axes), self.mesh)))
         else:
-            self._init = jax.jit(jax.vmap(init, in_axes=(0, rs.axes)))
+            self._init = _cached(self._key + ("init",), lambda: jax.jit(jax.vmap(init, in_axes=(0, rs.axes))))
             self._run = tr.batched("run", rs.axes)
 
     # padding repeats the last run (its results are dropped)
@@ -236,11 +237,9 @@ class Executor:
 
     def run(self, state: RunState, t0: int, length: int):
         if self.shard:
-            fn = self._run_cache.get(length)
-            if fn is None:
-                tr = self.rs.trainer
-                fn = jax.jit(sharded(lambda s, h, t: tr.run(s, h, t, length), (0, self.rs.axes, None), self.mesh))
-                self._run_cache[length] = fn
+            tr = self.rs.trainer
+            fn = _cached(self._key + ("run", length), lambda: jax.jit(
+                sharded(lambda s, h, t: tr.run(s, h, t, length), (0, self.rs.axes, None), self.mesh)))
             return fn(state, self._hyper_global(), jnp.asarray(t0, jnp.int32))
         return self._run(state, self.rs.hyper, t0, length)
 
@@ -256,6 +255,18 @@ class Executor:
         """A host state (e.g. a restored checkpoint, R runs) -> the executor's padded layout."""
         tree = jax.tree_util.tree_map(lambda x: self._padded(jnp.asarray(x)), tree)
         return self._global(tree) if self.shard and jax.process_count() > 1 else tree
+
+
+_EXEC_CACHE: dict = {}
+
+
+def _cached(key, make):
+    """Compiled functions shared by executors of identical programs (same trainer key, hyper axes,
+    layout and devices), so a resumed or repeated run in one process compiles nothing new."""
+    fn = _EXEC_CACHE.get(key)
+    if fn is None:
+        fn = _EXEC_CACHE[key] = make()
+    return fn
 
 
 def chunk_plan(start: int, stop: int, chunk: int, checkpoint_every: int | None) -> list[tuple[int, int]]:

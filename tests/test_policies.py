@@ -1,0 +1,117 @@
+"""Actors (MODEL.md section 5): shapes, the masked loss, the GCN's permutation equivariance over
+devices and its respect of masks, the fixed-shape graph."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from grle_jax.agent import AgentConfig
+from grle_jax.config import Config
+from grle_jax.graph import build_graph, edge_index
+from grle_jax.policies import make_actor, masked_bce
+from grle_jax.scenario import observe, reset, sample
+
+N, M = 5, 2
+
+
+def _setup(policy, p_link=0.7, p_active=0.8, seed=3):
+    cfg = Config.for_scenario("csi", devices=N, servers=M, p_link=p_link, p_active=p_active)
+    static, params = cfg.static(), cfg.params()
+    actor = make_actor(static, AgentConfig(policy=policy).static(static))
+    st = reset(static)
+    # queues not empty, so every feature is exercised
+    st = st.replace(radio=jnp.linspace(0.0, 12.0, N), es=jnp.asarray([3.0, 7.5]))
+    obs = observe(st, sample(jax.random.key(seed), params, st, static))
+    variables = actor.init(jax.random.key(0), obs, params)
+    return static, params, actor, obs, variables
+
+
+@pytest.mark.parametrize("policy,options", [("grle", M * 5), ("grl", M), ("droo", M), ("drooe", M * 5)])
+def test_shapes_and_options(policy, options):
+    static, params, actor, obs, v = _setup(policy)
+    logits = actor.apply(v, obs, params)
+    assert logits.shape == (N, options)
+    assert np.isfinite(np.asarray(logits)).all()
+    live = np.asarray(actor.live(obs))
+    L, active = np.asarray(obs.L), np.asarray(obs.active)
+    for n in range(N):
+        for o, env_opt in enumerate(actor.option_idx):
+            assert live[n, o] == (active[n] and L[n, env_opt // static.e])
+    if policy in ("grl", "droo"):
+        assert [int(i) % static.e for i in actor.option_idx] == [static.e - 1] * M
+
+
+def test_graph_fixed_shape():
+    static, params, actor, obs, v = _setup("grle")
+    g, mask = build_graph(static, params, obs, actor.option_idx)
+    P = M * static.e
+    assert g.nodes.shape == (N + P, 9) and g.edges.shape == (N * P, 3)
+    snd, rcv = edge_index(N, P)
+    assert (np.asarray(g.senders) == snd).all() and (np.asarray(g.receivers) == rcv).all()
+    assert mask.shape == (N * P,)
+    # masked edges carry zero features
+    assert (np.asarray(g.edges)[~np.asarray(mask)] == 0).all()
+    # the graph builds under jit (no jraph padding)
+    g2, _ = jax.jit(lambda o: build_graph(static, params, o, actor.option_idx))(obs)
+    np.testing.assert_allclose(np.asarray(g2.nodes), np.asarray(g.nodes), rtol=1e-6)
+
+
+def _permute(obs, perm):
+    return obs.replace(s=obs.s[perm], r_hat=obs.r_hat[perm], L=obs.L[perm], active=obs.active[perm],
+                       radio=obs.radio[perm])
+
+
+@pytest.mark.parametrize("policy", ["grle", "grl"])
+def test_gcn_permutation_equivariant(policy):
+    static, params, actor, obs, v = _setup(policy, p_link=0.8, p_active=1.0)
+    logits = np.asarray(actor.apply(v, obs, params))
+    for seed in range(3):
+        perm = np.random.default_rng(seed).permutation(N)
+        permuted = np.asarray(actor.apply(v, _permute(obs, perm), params))
+        np.testing.assert_allclose(permuted, logits[perm], rtol=1e-5, atol=1e-5)
+
+
+def test_gcn_respects_masks():
+    """Whatever lies behind a masked edge (a link that is down, a device without a task) changes
+    nothing on the live edges."""
+    static, params, actor, obs, v = _setup("grle", p_link=0.6, p_active=0.7, seed=11)
+    L, active = np.asarray(obs.L), np.asarray(obs.active)
+    assert (~L).any() and (~active).any(), "pick a seed with down links and idle devices"
+    live = np.asarray(actor.live(obs))
+    base = np.asarray(actor.apply(v, obs, params))
+    # change the estimated rate of every down link, and everything about idle devices
+    r_hat = jnp.where(obs.L, obs.r_hat, obs.r_hat * 3.7 + 11.0)
+    idle = ~obs.active
+    other = obs.replace(r_hat=jnp.where(idle[:, None], 55.0, r_hat), s=jnp.where(idle, 99.0, obs.s),
+                        radio=jnp.where(idle, 17.0, obs.radio))
+    changed = np.asarray(actor.apply(v, other, params))
+    np.testing.assert_allclose(changed[live], base[live], rtol=1e-6, atol=1e-6)
+
+
+def test_mlp_sees_only_rates():
+    static, params, actor, obs, v = _setup("drooe")
+    base = np.asarray(actor.apply(v, obs, params))
+    other = obs.replace(radio=obs.radio + 5.0, es=obs.es + 3.0, s=obs.s * 0.5)
+    np.testing.assert_array_equal(np.asarray(actor.apply(v, other, params)), base)
+
+
+def test_masked_bce():
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(3, 4, 5)), jnp.float32)
+    target = jnp.asarray(rng.uniform(size=(3, 4, 5)) < 0.3, jnp.float32)
+    mask = jnp.asarray(rng.uniform(size=(3, 4, 5)) < 0.6)
+    p = 1 / (1 + np.exp(-np.asarray(logits, np.float64)))
+    t = np.asarray(target)
+    bce = -(t * np.log(p) + (1 - t) * np.log(1 - p))
+    m = np.asarray(mask)
+    expected = (bce * m).sum() / m.sum()
+    np.testing.assert_allclose(float(masked_bce(logits, target, mask)), expected, rtol=1e-5)
+    # masked-out entries neither count nor get a gradient
+    g = jax.grad(lambda x: masked_bce(x, target, mask))(logits)
+    assert (np.asarray(g)[~m] == 0).all()
+    wild = jnp.where(mask, logits, 1e3)
+    np.testing.assert_allclose(float(masked_bce(wild, target, mask)), expected, rtol=1e-5)
+    assert float(masked_bce(logits, target, jnp.zeros_like(mask))) == 0.0
+    np.testing.assert_allclose(optax.sigmoid_binary_cross_entropy(jnp.zeros(1), jnp.ones(1)), np.log(2), rtol=1e-6)
