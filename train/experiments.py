@@ -394,6 +394,10 @@ def write_experiment(plan: Plan, exp: str, timing: dict) -> dict:
     cells = plan.cells(exp)
     rows = collect(folder, exp, cells)
     conv = exp == "convergence"
+    old = os.path.join(folder, "summary.json")
+    if not timing and os.path.isfile(old):  # rebuilding files only: keep the run's timings
+        with open(old) as f:
+            timing = json.load(f).get("timing", {})
     write_csv(os.path.join(folder, f"{exp}.csv"), rows, CONV_COLUMNS if conv else SWEEP_COLUMNS)
     summary = {
         "experiment": exp, "seeds": plan.seeds, "slots": plan.slots, "overdue": list(plan.overdue),
@@ -437,6 +441,72 @@ def claim_ratios(cells: list[dict]) -> list[dict]:
     return out
 
 
+# --- the paper's claims beside ours (docs/results.md) -------------------------------------------------------
+PAPER_RATIOS = (  # (numerator, denominator, experiment, the paper's ratio of average accuracy)
+    ("grle", "grl", "devices", 1.28), ("grle", "grl", "capacity", 2.8), ("grle", "grl", "inference", 2.86),
+    ("grle", "grl", "csi", 3.41), ("grle", "drooe", "devices", 1.07), ("grle", "drooe", "capacity", 1.37),
+    ("grle", "drooe", "inference", 1.39), ("grle", "drooe", "csi", 1.45), ("drooe", "droo", "devices", 1.24),
+    ("drooe", "droo", "capacity", 2.28),
+)
+
+
+def _verdict(values: list[float], paper: float) -> str:
+    """reproduced: within 10 % of the paper's ratio somewhere; direction only: above 1 but far from
+    it; not reproduced: never above 1."""
+    if not values:
+        return "not run"
+    if any(abs(v / paper - 1) <= 0.10 for v in values):
+        return "reproduced"
+    if max(values) > paper * 1.10:
+        return "exceeded"
+    if any(v > 1.0 for v in values):
+        return "direction only"
+    return "not reproduced"
+
+
+def claims_report(root: str, key: str = "final_avg_accuracy") -> str:
+    """Markdown rows of the claims table from the summaries under ``root`` (a ``paper`` folder)."""
+    lines = ["| claim (paper) | overdue | ours: ratio at (N, T ms) | verdict |", "|---|---|---|---|"]
+    summ = {}
+    for exp in EXPERIMENTS:
+        path = os.path.join(root, exp, "summary.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                summ[exp] = json.load(f)
+    for num, den, exp, paper in PAPER_RATIOS:
+        claims = summ.get(exp, {}).get("claims", [])
+        for od in OVERDUE_RULES:
+            sel = [c for c in claims if c["ratio"] == f"{num}/{den}" and c["overdue"] == od and c[key] is not None]
+            vals = ", ".join(f"{c[key]:.2f} ({c['N']}, {c['T_ms']:g})" for c in sel) or "not run"
+            lines.append(f"| {num.upper()}/{den.upper()} avg accuracy {paper} ({SWEEPS[exp]}) | {od} | {vals} | "
+                         f"{_verdict([c[key] for c in sel], paper)} |")
+    return "\n".join(lines)
+
+
+def slot_length_report(root: str) -> str:
+    """Does T = 20 ms give higher throughput and lower SSP than T = 30 ms? Counts over (exp, policy, N)."""
+    lines = ["| experiment | overdue | T=20 throughput higher | T=20 SSP lower |", "|---|---|---|---|"]
+    for exp in SWEEPS:
+        path = os.path.join(root, exp, "summary.json")
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            cells = json.load(f)["cells"]
+        idx = {(c["policy"], c["N"], c["overdue"], c["T_ms"]): c["metrics"] for c in cells}
+        for od in OVERDUE_RULES:
+            thr = ssp = total = 0
+            for (p, n, o, t), m in idx.items():
+                if o != od or t != 20.0 or (p, n, o, 30.0) not in idx:
+                    continue
+                m30 = idx[(p, n, o, 30.0)]
+                total += 1
+                thr += m["final_throughput_per_s"]["mean"] > m30["final_throughput_per_s"]["mean"]
+                ssp += m["final_ssp"]["mean"] < m30["final_ssp"]["mean"]
+            if total:
+                lines.append(f"| {exp} | {od} | {thr}/{total} | {ssp}/{total} |")
+    return "\n".join(lines)
+
+
 # --- figures -------------------------------------------------------------------------------------------
 def _plt():
     import matplotlib
@@ -470,8 +540,11 @@ def plot_sweep(folder: str, exp: str, cells: list[dict], plan: Plan) -> list[str
                     h = np.array([c["metrics"][f"final_{metric}"]["ci95"] for c in pts])
                     colour, marker = POLICY_STYLE.get(pol, ("black", "."))
                     ax.plot(x, m, color=colour, marker=marker, ms=4, lw=1.3, label=pol.upper())
-                    if np.any(h > 0):
-                        ax.fill_between(x, m - h, m + h, color=colour, alpha=0.18, lw=0)
+                    if np.any(h > 0):  # the band, clipped to the metric's range
+                        top = 1.0 if metric in ("avg_accuracy", "ssp") else np.inf
+                        ax.fill_between(x, np.maximum(m - h, 0.0), np.minimum(m + h, top), color=colour,
+                                        alpha=0.15, lw=0)
+                ax.set_xticks(sorted({c["N"] for c in sel}))
                 ax.set_title(f"{label}, T = {t:g} ms", fontsize=9)
                 ax.set_xlabel("number of IoT devices N")
                 ax.set_ylabel(label, fontsize=8)
@@ -490,19 +563,21 @@ def plot_sweep(folder: str, exp: str, cells: list[dict], plan: Plan) -> list[str
 
 
 def plot_convergence(folder: str, rows: list[dict], plan: Plan) -> list[str]:
-    from .plots import convergence
-
+    """Fig. 5 per overdue rule: the normalised reward (or reward) moving average and the training
+    loss against the slot; per policy the mean over seeds, a 95 % band clipped to the quantity's
+    range, and each seed as a thin line."""
+    plt = _plt()
     paths = []
     norm_key = f"normalised_reward_ma{WINDOW}"
     normalised = any(np.isfinite(r[norm_key]) for r in rows)
     key = norm_key if normalised else f"reward_ma{WINDOW}"
-    label = (f"normalised reward (moving average, {WINDOW} slots)" if normalised
+    label = (f"normalised reward R/R* (moving average, {WINDOW} slots)" if normalised
              else f"reward R per slot (moving average, {WINDOW} slots)")
     for od in plan.overdue:
         sel = [r for r in rows if r["overdue"] == od]
         if not sel:
             continue
-        curves, losses = {}, {}
+        fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
         for pol in dict.fromkeys(r["policy"] for r in sel):
             pr = [r for r in sel if r["policy"] == pol]
             seeds = sorted({int(r["seed"]) for r in pr})
@@ -512,12 +587,32 @@ def plot_convergence(folder: str, rows: list[dict], plan: Plan) -> list[str]:
             for r in pr:
                 y[seeds.index(int(r["seed"])), int(r["slot"])] = r[key]
                 lo[seeds.index(int(r["seed"])), int(r["slot"])] = r["loss"]
-            curves[pol.upper()] = y
-            losses[pol.upper()] = lo
-        title = (f"convergence: base, N = {CONVERGENCE_N}, T = {CONVERGENCE_T:g} ms, overdue = {od}, "
-                 f"{plan.seeds} seeds (95 % band)")
+            colour = POLICY_STYLE.get(pol, ("black", "."))[0]
+            x = np.arange(S)
+            for ax, v, top in ((ax1, y, 1.0 if normalised else np.inf), (ax2, lo, np.inf)):
+                if not np.isfinite(v).any():
+                    continue
+                from .plots import _band
+
+                m, h = _band(v)
+                ax.plot(x, m, color=colour, lw=1.5, label=f"{pol.upper()} (mean of {len(seeds)} seeds)")
+                for row in v:
+                    ax.plot(x, row, color=colour, lw=0.5, alpha=0.45)
+                if len(seeds) > 1:
+                    ax.fill_between(x, np.maximum(m - h, 0.0), np.minimum(m + h, top), color=colour, alpha=0.12,
+                                    lw=0)
+        ax1.set_ylabel(label, fontsize=9)
+        ax1.grid(alpha=0.3)
+        ax1.legend(fontsize=8, loc="lower left")
+        ax1.set_title(f"convergence: base, N = {CONVERGENCE_N}, T = {CONVERGENCE_T:g} ms, overdue = {od}; "
+                      f"thin lines: seeds, band: 95 % interval", fontsize=9)
+        ax2.set_ylabel("training loss (masked BCE)", fontsize=9)
+        ax2.set_xlabel("time slot")
+        ax2.grid(alpha=0.3)
+        fig.tight_layout()
         path = os.path.join(folder, f"convergence_{od}.png")
-        convergence(path, curves, losses, label, title)
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
         paths.append(path)
     return paths
 
