@@ -36,6 +36,7 @@ DEFAULT_POLICY = "grle"
 DEFAULT_SLOTS = 10_000
 LEARNING_FLAGS = ("lr", "k", "adaptive_k", "k_delta", "batch", "train_every", "memory")
 RESUME_FLAGS_OK = ("resume", "quiet", "chunk", "stop_after", "checkpoint_every", "slots")
+PROCESS_FLAGS = ("coordinator", "num_processes", "process_id")
 
 
 def fixed_policy(name: str):
@@ -104,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after", type=int, default=None, metavar="SLOTS",
                    help="stop after this many slots as if killed (to test --resume); only checkpoints are written")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress line")
+    # several processes (hosts): one JAX job, the runs split over every process's devices
+    p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="multi-process run: address of process 0 (all processes pass the same)")
+    p.add_argument("--num-processes", type=int, default=None, help="multi-process run: number of processes")
+    p.add_argument("--process-id", type=int, default=None, help="multi-process run: this process's index")
     return p
 
 
@@ -163,6 +169,7 @@ class Plan:
     stop_after: int | None
     quiet: bool
     resume: bool = False
+    multiprocess: bool = False
     extra: dict = field(default_factory=dict)
 
     @property
@@ -184,6 +191,28 @@ def default_out(policy: str, cfg: Config, seed: int, seeds: int, sweep_path: str
         name += "-sweep-" + os.path.splitext(os.path.basename(sweep_path))[0]
     name += f"-seed{seed}" + (f"x{seeds}" if seeds > 1 else "")
     return os.path.join("runs", name)
+
+
+def check_process_args(args) -> tuple | None:
+    """(coordinator, num_processes, process_id) of a multi-process run, or None."""
+    given = [f for f in PROCESS_FLAGS if getattr(args, f) is not None]
+    if not given:
+        return None
+    if len(given) < 3:
+        missing = next(f for f in PROCESS_FLAGS if getattr(args, f) is None)
+        raise ConfigError(missing, "--coordinator, --num-processes and --process-id go together")
+    host, sep, port = args.coordinator.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("coordinator", f"must be HOST:PORT, got {args.coordinator!r}")
+    _at_least("num_processes", args.num_processes, 1)
+    if not 0 <= args.process_id < args.num_processes:
+        raise ConfigError("process_id", f"must lie in 0..{args.num_processes - 1}, got {args.process_id}")
+    if args.checkpoint_every or args.resume:
+        raise ConfigError("checkpoint_every" if args.checkpoint_every else "resume",
+                          "checkpoints are written by one-process runs only (for now)")
+    if args.trace:
+        raise ConfigError("trace", "a trace records one run in one process")
+    return args.coordinator, args.num_processes, args.process_id
 
 
 def plan_from_args(args) -> Plan:
@@ -246,7 +275,7 @@ def plan_from_args(args) -> Plan:
 def plan_from_resume(args) -> Plan:
     from . import checkpoint
 
-    bad = [a for a, v in vars(args).items() if v is not None and a not in RESUME_FLAGS_OK]
+    bad = [a for a, v in vars(args).items() if v is not None and a not in RESUME_FLAGS_OK + PROCESS_FLAGS]
     if bad:
         raise ConfigError("resume", f"takes the run's settings from its config.json; drop --{bad[0].replace('_', '-')}")
     d = args.resume
@@ -331,7 +360,7 @@ def run_plan(plan: Plan) -> tuple[dict, list[dict]] | None:
     if plan.normalise:
         _need_oracle()
     simple_fixed = (plan.policy in FIXED_POLICIES and plan.seeds == 1 and plan.grid is None
-                    and not plan.checkpoint_every and not plan.resume)
+                    and not plan.checkpoint_every and not plan.resume and not plan.multiprocess)
     if simple_fixed:  # the plain rollout: one run, traces
         counts = run_fixed(plan.cfg, plan.profile, plan.policy, plan.slots, plan.seed, plan.trace, plan.chunk,
                            plan.quiet, plan.normalise)
@@ -362,7 +391,7 @@ def run_plan(plan: Plan) -> tuple[dict, list[dict]] | None:
 
         writer = TraceWriter(plan.trace, header(plan.cfg, plan.profile, plan.policy, plan.seed))
     stop = plan.slots if plan.stop_after is None else min(plan.slots, plan.stop_after)
-    bar = None if plan.quiet else Progress(stop - start, desc=f"{plan.policy} x{rs.runs} runs" if rs.runs > 1 else plan.policy)
+    bar = None if plan.quiet or jax.process_index() != 0 else Progress(stop - start, desc=f"{plan.policy} x{rs.runs} runs" if rs.runs > 1 else plan.policy)
     meta = {"policy": plan.policy, "runs": rs.runs, "slots": plan.slots}
 
     def on_chunk(st, t_end, parts, trace, length):
@@ -554,15 +583,29 @@ def print_summary(plan: Plan, summary: dict) -> None:
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        processes = check_process_args(args)
         plan = plan_from_resume(args) if args.resume is not None else plan_from_args(args)
         if plan.normalise:
             _need_oracle()
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if processes is not None:
+        from .sweep import distributed_init
+
+        distributed_init(*processes)
+        plan.multiprocess = True
+    if plan.checkpoint_every and not plan.resume:  # what --resume reads, written before the run starts
+        from .outputs import device_kind, versions, write_json
+
+        os.makedirs(plan.out, exist_ok=True)
+        write_json(os.path.join(plan.out, "config.json"),
+                   {**plan.to_json(), "versions": versions(), "device": device_kind()})
     t0 = time.perf_counter()
     result = run_plan(plan)
     wall = time.perf_counter() - t0
+    if processes is not None and processes[2] != 0:
+        return 0  # process 0 writes the results
     if result is None:
         print(f"stopped after {plan.stop_after} slots; checkpoints in {os.path.join(plan.out, 'checkpoints')}")
         return 0

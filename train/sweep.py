@@ -162,6 +162,17 @@ def build_runs(cfg: Config, agent: AgentConfig, seeds: int = 1, seed: int = 0, g
 
 
 # --- execution: vmap, sharded over devices (and processes) ----------------------------------------------
+def distributed_init(coordinator: str, num_processes: int, process_id: int) -> None:
+    """Join a multi-process JAX job (one process per host, or several on one host for tests).
+    On CPU the collectives go through gloo; on GPU hosts JAX uses NCCL by itself."""
+    try:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    except Exception:  # pragma: no cover - older/newer JAX without the option
+        pass
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                               process_id=process_id)
+
+
 def _mesh():
     devs = jax.devices()  # every process's devices
     return jax.sharding.Mesh(np.asarray(devs), ("runs",))
@@ -240,7 +251,7 @@ class Executor:
             tr = self.rs.trainer
             fn = _cached(self._key + ("run", length), lambda: jax.jit(
                 sharded(lambda s, h, t: tr.run(s, h, t, length), (0, self.rs.axes, None), self.mesh)))
-            return fn(state, self._hyper_global(), jnp.asarray(t0, jnp.int32))
+            return fn(state, self._hyper_global(), np.asarray(t0, np.int32))
         return self._run(state, self.rs.hyper, t0, length)
 
     def to_host(self, tree):
