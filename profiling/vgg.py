@@ -2,15 +2,15 @@
 
 Backbone (the CIFAR form of VGG-16 with batch norm): 18 layers, numbered 1..18 in order::
 
-    layer  1 conv1  (64)    layer  7 conv5  (256)   layer 13 conv10 (512)
-    layer  2 conv2  (64)    layer  8 conv6  (256)   layer 14 pool4  -> 2x2
-    layer  3 pool1  -> 16x16 layer 9 conv7  (256)   layer 15 conv11 (512)
-    layer  4 conv3  (128)   layer 10 pool3  -> 4x4  layer 16 conv12 (512)
-    layer  5 conv4  (128)   layer 11 conv8  (512)   layer 17 conv13 (512)
-    layer  6 pool2  -> 8x8  layer 12 conv9  (512)   layer 18 pool5  -> 1x1
+    layer  1 conv1  (64)      layer  7 conv5  (256)   layer 13 conv10 (512)
+    layer  2 conv2  (64)      layer  8 conv6  (256)   layer 14 pool4  -> 2x2
+    layer  3 pool1  -> 16x16  layer  9 conv7  (256)   layer 15 conv11 (512)
+    layer  4 conv3  (128)     layer 10 pool3  -> 4x4  layer 16 conv12 (512)
+    layer  5 conv4  (128)     layer 11 conv8  (512)   layer 17 conv13 (512)
+    layer  6 pool2  -> 8x8    layer 12 conv9  (512)   layer 18 pool5  -> 1x1
 
-Each conv is 3x3, stride 1, 'SAME' padding, no bias, then batch norm and ReLU; each pool is a
-2x2 max pool with stride 2. Channel counts are multiplied by ``width`` (at least 1 channel).
+Each conv is 3x3, stride 1, 'SAME' padding, no bias (``Conv3x3``), then batch norm and ReLU;
+each pool is a 2x2 max pool with stride 2 (``pool_2d``). Channel counts are multiplied by ``width`` (at least 1 channel).
 
 Exit numbering (17 exits, exit 17 = the main branch, as in the paper):
 - exit ``k`` for ``k = 1..16`` is a side classifier on the output of layer ``k``;
@@ -36,6 +36,7 @@ from functools import partial
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from grle_jax.errors import ConfigError
 
@@ -93,6 +94,55 @@ def is_head(name: str) -> bool:
     return name.startswith("exit")
 
 
+def pool_2d(h, f: int, how: str):
+    """Non-overlapping f x f max or mean pooling of (B, H, W, C), H and W multiples of f.
+
+    Written as a reshape and a reduction: the same values as ``nn.max_pool``/``nn.avg_pool`` with
+    window = stride = f, but its gradient compiles several times faster on XLA:CPU than that of
+    ``reduce_window`` (about 1 s less per pooling layer on a 2-core CPU).
+    """
+    b, hh, ww, c = h.shape
+    h = h.reshape(b, hh // f, f, ww // f, f, c)
+    return h.max(axis=(2, 4)) if how == "max" else h.mean(axis=(2, 4))
+
+
+CONV_IMPLS = ("xla", "im2col")
+
+
+def conv_impl_for(platform: str, choice: str = "auto") -> str:
+    """The convolution implementation to use on a platform: 'auto' = im2col on CPU, xla elsewhere."""
+    if choice == "auto":
+        return "im2col" if platform == "cpu" else "xla"
+    if choice not in CONV_IMPLS:
+        raise ConfigError("conv", f"must be auto, xla or im2col, got {choice!r}")
+    return choice
+
+
+class Conv3x3(nn.Module):
+    """3x3 convolution, stride 1, 'SAME' padding, no bias; parameter ``kernel`` (3, 3, C_in, C_out).
+
+    ``impl='xla'`` is ``lax.conv_general_dilated`` (cuDNN on a GPU). ``impl='im2col'`` gathers the
+    nine shifted copies of the padded input and multiplies by the kernel as one matrix: the same
+    function and the same parameters, but on XLA:CPU many times faster on small maps (a 2x2x512
+    layer at batch 16: 15 ms instead of 1.2 s on this project's 2-core CPU), and its gradient
+    compiles faster.
+    """
+
+    features: int
+    impl: str = "xla"
+
+    @nn.compact
+    def __call__(self, x):  # x: (B, H, W, C)
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features))
+        if self.impl == "xla":
+            return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        b, h, w, c = x.shape
+        xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        patches = jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(3) for j in range(3)], axis=-1)
+        return patches @ kernel.reshape(9 * c, self.features)  # (B, H, W, 9C) @ (9C, C_out)
+
+
 class ExitHead(nn.Module):
     """Side classifier: average pool to at most HEAD_GRID x HEAD_GRID, flatten, Dense."""
 
@@ -105,7 +155,7 @@ class ExitHead(nn.Module):
         g = min(self.grid, size)
         f = size // g
         if f > 1:
-            h = nn.avg_pool(h, (f, f), (f, f))
+            h = pool_2d(h, f, "mean")
         h = h.reshape(h.shape[0], -1)
         return nn.Dense(self.num_classes, name="dense")(h)
 
@@ -115,6 +165,7 @@ class VGG16EarlyExit(nn.Module):
 
     width: float = 1.0
     num_classes: int = 10
+    conv: str = "xla"  # convolution implementation, see Conv3x3
 
     @nn.compact
     def __call__(self, x, exit: int | None = None, train: bool = False):
@@ -126,11 +177,10 @@ class VGG16EarlyExit(nn.Module):
         n_conv = 0
         for layer, (kind, c) in enumerate(LAYERS, start=1):
             if kind == "pool":
-                h = nn.max_pool(h, (2, 2), (2, 2))
+                h = pool_2d(h, 2, "max")
             else:
                 n_conv += 1
-                h = nn.Conv(channels(c, self.width), (3, 3), padding="SAME", use_bias=False,
-                            name=f"conv{n_conv}")(h)
+                h = Conv3x3(channels(c, self.width), self.conv, name=f"conv{n_conv}")(h)
                 h = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{n_conv}")(h)
                 h = nn.relu(h)
             if layer < MAIN_EXIT and (exit is None or exit == layer):
@@ -147,14 +197,37 @@ class VGG16EarlyExit(nn.Module):
         return jnp.stack(outs, axis=1)
 
 
-def make_model(width: float = 1.0, num_classes: int = 10) -> VGG16EarlyExit:
-    return VGG16EarlyExit(width=check_width(width), num_classes=int(num_classes))
+def make_model(width: float = 1.0, num_classes: int = 10, conv: str = "xla") -> VGG16EarlyExit:
+    if conv not in CONV_IMPLS:
+        raise ConfigError("conv", f"must be one of {', '.join(CONV_IMPLS)}, got {conv!r}")
+    return VGG16EarlyExit(width=check_width(width), num_classes=int(num_classes), conv=conv)
 
 
-def init_variables(model: VGG16EarlyExit, key: jax.Array) -> dict:
-    """Variables {'params', 'batch_stats'} of the backbone, all 16 side heads and the classifier."""
-    x = jnp.zeros((1,) + IMAGE_SHAPE, jnp.float32)
-    return dict(model.init(key, x, exit=None, train=False))
+def init_variables(model: VGG16EarlyExit, seed: int = 0) -> dict:
+    """Variables {'params', 'batch_stats'} of the backbone, all 16 side heads and the classifier.
+
+    Shapes come from ``jax.eval_shape(model.init, ...)`` (nothing is compiled); values are drawn
+    with numpy: conv kernels He-normal (std sqrt(2 / fan_in)), dense kernels LeCun-normal
+    (std sqrt(1 / fan_in)), biases 0, batch-norm scale 1 and shift 0, running mean 0 and
+    variance 1. (Compiling flax's own initialisers takes about a minute on a 2-core CPU.)
+    """
+    x = jax.ShapeDtypeStruct((1,) + IMAGE_SHAPE, jnp.float32)
+    shapes = jax.eval_shape(partial(model.init, exit=None, train=False), jax.random.PRNGKey(0), x)
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        names = [getattr(p, "key", str(p)) for p in path]
+        last, module = names[-1], names[-2] if len(names) > 1 else ""
+        shape, dtype = leaf.shape, leaf.dtype
+        if last == "kernel":
+            fan_in = int(np.prod(shape[:-1]))
+            gain = 2.0 if module.startswith("conv") else 1.0
+            return jnp.asarray(rng.standard_normal(shape) * np.sqrt(gain / fan_in), dtype)
+        if last in ("scale", "var"):
+            return jnp.ones(shape, dtype)
+        return jnp.zeros(shape, dtype)  # bias, mean
+
+    return dict(jax.tree_util.tree_map_with_path(fill, dict(shapes)))
 
 
 def exit_forward(model: VGG16EarlyExit, k: int):

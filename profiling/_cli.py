@@ -1,0 +1,91 @@
+"""Shared command-line plumbing of the profiling stage: one-line errors and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from grle_jax.errors import ConfigError
+
+from .vgg import N_EXITS, check_exit
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors raise ConfigError instead of printing usage."""
+
+    def error(self, message):  # noqa: D401 (argparse API)
+        field = "args"
+        if message.startswith("argument "):
+            head, _, why = message[len("argument "):].partition(": ")
+            field, message = head.split("/")[0], why
+        raise ConfigError(field, message)
+
+
+def run(main_body, argv=None) -> int:
+    """Call ``main_body(argv)``; a ConfigError becomes ``error: <field>: <why>`` and exit 2."""
+    try:
+        main_body(argv)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def parse_exits(text: str | None, field: str = "exits") -> list[int]:
+    """'1,3,4,7,17' -> [1, 3, 4, 7, 17]; 'all' or None -> 1..17. Sorted, unique, each in 1..17."""
+    if text is None or text.strip().lower() == "all":
+        return list(range(1, N_EXITS + 1))
+    out = []
+    for tok in text.split(","):
+        tok = tok.strip()
+        if not tok:
+            continue
+        try:
+            k = int(tok)
+        except ValueError:
+            raise ConfigError(field, f"{tok!r} is not an exit number (1..{N_EXITS})") from None
+        check_exit(k, field)
+        out.append(k)
+    if not out:
+        raise ConfigError(field, "empty exit list")
+    if len(set(out)) != len(out):
+        raise ConfigError(field, f"exit listed twice in {text!r}")
+    return sorted(out)
+
+
+def positive_int(value, field: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(field, f"must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def read_json(path: str, field: str):
+    if not os.path.isfile(path):
+        raise ConfigError(field, f"file not found: {path}")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(field, f"{path} is not valid JSON ({err})") from None
+    except OSError as err:
+        raise ConfigError(field, f"cannot read {path} ({err.strerror})") from None
+
+
+def write_json(path: str, data, field: str = "out") -> None:
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+    except OSError as err:
+        raise ConfigError(field, f"cannot write {path} ({err.strerror})") from None
+
+
+def save_figure(fig, path: str, field: str = "out") -> None:
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    except OSError as err:
+        raise ConfigError(field, f"cannot write {path} ({err.strerror})") from None
