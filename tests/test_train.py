@@ -23,7 +23,9 @@ AGENT = AgentConfig(policy="grle", k=4, adaptive_k=True, k_delta=8, train_every=
 
 @pytest.fixture(scope="module")
 def grle_runs():
-    rs = build_runs(CFG, AGENT, seeds=2, seed=0)
+    # four seeds: a batch of one run compiles differently (float rounding), and the multi-process
+    # test splits these four runs two per process
+    rs = build_runs(CFG, AGENT, seeds=4, seed=0)
     return rs, Executor(rs, shard=False)
 
 
@@ -35,7 +37,7 @@ def _equal(a: dict, b: dict):
 
 def test_chunks_leave_no_trace_and_runs_are_deterministic(grle_runs):
     rs, ex = grle_runs
-    # the whole run as ONE scan (vmapped over the two seeds), twice
+    # the whole run as ONE scan (vmapped over the seeds), twice
     whole = rs.trainer.batched("train", rs.axes)
     st1, rec1 = whole(rs.keys, rs.hyper, 100)
     st2, rec2 = whole(rs.keys, rs.hyper, 100)
@@ -45,8 +47,8 @@ def test_chunks_leave_no_trace_and_runs_are_deterministic(grle_runs):
     _equal({k: np.asarray(v) for k, v in rec1.items()}, rec3)
     for a, b in zip(jax.tree_util.tree_leaves(st1), jax.tree_util.tree_leaves(st3)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    # make_train's train(key): one run, one jitted scan; seed 1 of the two-seed run is that run
-    # (equal up to float rounding: a batch of one and a batch of two compile differently)
+    # make_train's train(key): one run, one jitted scan; seed 1 of the four-seed run is that run
+    # (equal up to float rounding: a lone run and a batch of runs compile differently)
     _, rec_lone = make_train(CFG, AGENT, 100)(jax.random.key(1))
     for k in ("tasks", "on_time", "k", "k_pos"):
         np.testing.assert_array_equal(np.asarray(rec_lone[k]), rec3[k][1], err_msg=k)
@@ -98,7 +100,7 @@ def test_learning_beats_random(grle_runs):
     policy on the same draws, and it improves on its own start."""
     rs, ex = grle_runs
     _, rec = run_batched(ex, 400, chunk=50)
-    rnd = build_runs(CFG, AgentConfig(policy="random"), seeds=2)
+    rnd = build_runs(CFG, AgentConfig(policy="random"), seeds=4)
     _, rec_rnd = run_batched(Executor(rnd, shard=False), 400, chunk=400)
     late = slice(200, 400)
     assert rec["reward"][:, late].mean() > rec_rnd["reward"][:, late].mean() + 0.1

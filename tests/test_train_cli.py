@@ -17,7 +17,7 @@ from grle_jax.config import Config
 
 # the settings of tests/test_train.py's AGENT, as flags
 SMALL = ["--policy", "grle", "--devices", "3", "--k", "4", "--adaptive-k", "--k-delta", "8", "--train-every", "5",
-         "--batch", "8", "--memory", "32", "--seeds", "2", "--chunk", "50"]
+         "--batch", "8", "--memory", "32", "--seeds", "4", "--chunk", "50"]
 
 
 def run_cli(argv, capsys):
@@ -36,17 +36,17 @@ def test_outputs_checkpoints_and_resume(tmp_path, capsys):
     rc, out, err = run_cli(SMALL + ["--slots", "100", "--checkpoint-every", "50", "--out", str(full)], capsys)
     assert rc == 0, err
     assert "slots/s" in err and "eta" in err  # the progress bar
-    assert "SSP" in out and "+-" in out  # mean and interval over the two seeds
+    assert "SSP" in out and "+-" in out  # mean and interval over the seeds
     for name in ("config.json", "metrics.csv", "summary.json", "convergence.png"):
         assert (full / name).is_file(), name
     rows = _csv(full / "metrics.csv")
-    assert len(rows) == 2 * 100
+    assert len(rows) == 4 * 100
     for col in ("run", "seed", "slot", "reward", "mean_reward_ma50", "ssp_ma50", "avg_accuracy_ma50",
                 "throughput_per_s_ma50", "loss", "k", "k_pos"):
         assert col in rows[0], col
     summary = json.loads((full / "summary.json").read_text())
-    assert summary["runs"] == 2 and summary["seeds"] == 2 and len(summary["per_run"]) == 2
-    assert summary["groups"][0]["metrics"]["ssp"]["n"] == 2
+    assert summary["runs"] == 4 and summary["seeds"] == 4 and len(summary["per_run"]) == 4
+    assert summary["groups"][0]["metrics"]["ssp"]["n"] == 4
     assert "ssp_ci95" in summary and 0 <= summary["ssp"] <= 1
     conf = json.loads((full / "config.json").read_text())
     assert conf["agent"]["adaptive_k"] is True and conf["agent"]["batch"] == 8 and conf["slots"] == 100
