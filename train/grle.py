@@ -242,6 +242,11 @@ def plan_from_args(args) -> Plan:
     if normalise and cfg.rho != 0:
         raise ConfigError("normalise", f"the normalised reward is defined for rho = 0 (MODEL.md 3), got rho = {cfg.rho}")
     profile = Profile.load(args.profile) if args.profile else DEFAULT_PROFILE
+    if normalise or policy == "oracle":
+        _need_oracle()
+        from grle_jax.oracle import check_oracle_config
+
+        check_oracle_config(cfg, profile.n_exits)
     static = cfg.static(profile)
     agent.check(static)
     grid = None

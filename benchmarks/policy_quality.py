@@ -1,0 +1,110 @@
+"""Policy quality: GRLE, GRL, DROO and DROOE learning online at the paper's setting (N = 14, M = 2,
+E = 5, T = 20 ms, D = 30 ms), base and csi scenarios, several seeds; per policy and scenario the
+final normalised reward (moving average over 50 slots, against the exact per-slot oracle), SSP,
+average accuracy and throughput, as mean and 95 % interval over the seeds.
+
+One compiled program per policy: the scenarios are a sweep (``scenario`` is a dynamic field) and
+the seeds are vmapped, so every (scenario, seed) run of a policy trains side by side.
+
+"Final" means the last 10 % of the slots (at least 50): the normalised reward is the mean of the
+per-slot ratio there (and, as the paper plots it, the 50-slot moving average at the last slot);
+SSP, accuracy and throughput are ratios of sums over those slots.
+
+    python -m benchmarks.policy_quality                            # the full study (long on a CPU)
+    python -m benchmarks.policy_quality --slots 2000 --seeds 3 --out results/quality-small
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+POLICIES = ("grle", "grl", "droo", "drooe")
+BASELINES = ("random", "greedy")
+METRICS = ("final_normalised_reward", "normalised_reward_ma50_final", "final_ssp", "final_avg_accuracy",
+           "final_throughput_per_s", "normalised_reward_mean", "ssp", "avg_accuracy", "throughput_per_s")
+
+
+def run_policy(policy: str, scenarios: list[str], slots: int, seeds: int, chunk: int, quiet: bool,
+               agent_overrides: dict) -> tuple[dict, list[dict], float]:
+    from grle_jax.agent import AgentConfig
+    from grle_jax.config import Config
+    from train.progress import Progress
+    from train.sweep import Executor, build_runs, run_batched
+
+    agent = AgentConfig(policy=policy, **(agent_overrides if policy in POLICIES else {}))
+    rs = build_runs(Config(), agent, seeds=seeds, seed=0, grid={"scenario": scenarios}, normalise=True)
+    ex = Executor(rs)
+    bar = None if quiet else Progress(slots, desc=f"{policy} x{rs.runs}")
+    t0 = time.perf_counter()
+    _, recs = run_batched(ex, slots, chunk, on_chunk=(lambda s, t, p, tr, n: bar.update(n)) if bar else None)
+    if bar:
+        bar.close()
+    return recs, rs.table, time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.policy_quality", description=__doc__.split("\n\n")[0])
+    p.add_argument("--policies", nargs="+", default=list(POLICIES) + list(BASELINES))
+    p.add_argument("--scenarios", nargs="+", default=["base", "csi"])
+    p.add_argument("--slots", type=int, default=10_000)
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--chunk", type=int, default=500)
+    p.add_argument("--lr", type=float, default=None, help="learning rate of the learning policies (default 1e-3)")
+    p.add_argument("--k", type=int, default=None, help="K of the learning policies (default N)")
+    p.add_argument("--out", default="results/policy_quality", metavar="DIR")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+
+    import numpy as np
+
+    from train.grle import per_run_metrics, summarise_groups
+    from train.outputs import device_kind, write_json
+
+    overrides = {k: v for k, v in (("lr", args.lr), ("k", args.k)) if v is not None}
+    os.makedirs(args.out, exist_ok=True)
+    table = []
+    for policy in args.policies:
+        recs, runs, wall = run_policy(policy, args.scenarios, args.slots, args.seeds, min(args.chunk, args.slots),
+                                      args.quiet, overrides)
+        _, summ = per_run_metrics(recs, 20.0, 50, True)
+        np.savez_compressed(os.path.join(args.out, f"{policy}_records.npz"), **recs)
+        for g in summarise_groups(summ, runs):
+            row = {"policy": policy, "scenario": g["point"]["scenario"], "seeds": len(g["runs"]), "wall_s": wall,
+                   **{k: {"mean": g["metrics"][k]["mean"], "ci95": g["metrics"][k]["ci95"]} for k in METRICS}}
+            table.append(row)
+            print(f"{policy:>6} {row['scenario']:>5}: normalised reward {_fmt(row, 'final_normalised_reward')} "
+                  f"(MA50 at the end {_fmt(row, 'normalised_reward_ma50_final')})  SSP {_fmt(row, 'final_ssp')}  "
+                  f"accuracy {_fmt(row, 'final_avg_accuracy')}  throughput {_fmt(row, 'final_throughput_per_s', 1)}/s"
+                  f"  [{wall:.0f} s]", flush=True)
+    meta = {"slots": args.slots, "seeds": args.seeds, "scenarios": args.scenarios, "agent": overrides,
+            "device": device_kind(), "setting": "N=14 M=2 E=5 T=20ms D=30ms overdue=abort"}
+    write_json(os.path.join(args.out, "policy_quality.json"), {"meta": meta, "rows": table})
+    with open(os.path.join(args.out, "policy_quality.md"), "w") as f:
+        f.write(markdown(table, meta))
+    print(f"results in {args.out}/policy_quality.json and .md")
+    return 0
+
+
+def _fmt(row, k, digits=3):
+    m, h = row[k]["mean"], row[k]["ci95"]
+    return f"{m:.{digits}f} +- {h:.{digits}f}"
+
+
+def markdown(table: list[dict], meta: dict) -> str:
+    lines = [f"{meta['setting']}, {meta['slots']} slots, {meta['seeds']} seeds, {meta['device']}; "
+             "final = last 10 % of the slots; mean +- 95 % interval over seeds", "",
+             "| policy | scenario | normalised reward | MA50 at the end | SSP | accuracy | throughput (tasks/s) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in table:
+        lines.append(f"| {r['policy'].upper()} | {r['scenario']} | {_fmt(r, 'final_normalised_reward')} | "
+                     f"{_fmt(r, 'normalised_reward_ma50_final')} | {_fmt(r, 'final_ssp')} | "
+                     f"{_fmt(r, 'final_avg_accuracy')} | {_fmt(r, 'final_throughput_per_s', 1)} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
