@@ -215,7 +215,7 @@ def plan_from_args(args) -> Plan:
             _need_oracle("policies")
     out = args.out if args.out is not None else os.path.join("results", args.name)
     parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
+    if args.out is not None and not os.path.isdir(parent):  # the default results/ is ours to create
         raise ConfigError("out", f"folder does not exist: {parent}")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError("out", f"exists and is not a folder: {out}")
