@@ -9,6 +9,7 @@ scenario sampler with random radio and ES backlogs):
 - vmap:   ``jit(vmap(oracle))`` on a batch of ``--batch`` observations, time / batch;
 - scan:   ``jit(lax.scan(oracle))`` over ``--batch`` observations one after another (as in the
           simulator's scan), time / batch.
+(Batches of 4 where M^N or 2^N exceeds 65,536, to bound memory.)
 Then, at N = 14, M = 2, what ``--normalise`` costs inside the real rollout: ``rollout.run_chunk``
 with the random policy for ``--rollout`` slots, with and without the oracle as reference.
 
@@ -131,7 +132,8 @@ def main(argv=None) -> int:
         if sz["assignments"] > MAX_ASSIGNMENTS or sz["multisets"] > MAX_MULTISETS:
             print(f"{n:>3} {m:>2} {sz['assignments']:>9} {sz['multisets']:>9}   beyond the oracle's limits, skipped")
             continue
-        r = bench_size(n, m, args.reps, args.batch)
+        batch = args.batch if max(sz["assignments"], sz["subsets"]) <= 1 << 16 else min(args.batch, 4)
+        r = bench_size(n, m, args.reps, batch)
         rows.append(r)
         print(f"{n:>3} {m:>2} {r['assignments']:>9} {r['multisets']:>9} {r['compile_s']:>9.1f} {r['single_ms']:>9.2f} "
               f"{r['vmap_ms_per_slot']:>12.2f} {r['scan_ms_per_slot']:>12.2f}", flush=True)

@@ -45,7 +45,7 @@ from .errors import ConfigError
 from .types import Observation
 
 # Sizes beyond which the oracle's tables would not fit a few GB or take seconds per slot.
-MAX_ASSIGNMENTS = 1 << 22  # M^N
+MAX_ASSIGNMENTS = 1 << 23  # M^N
 MAX_SUBSETS = 1 << 22  # 2^N (per ES)
 MAX_MULTISETS = 250_000  # C(N + E, E) - 1
 
@@ -175,15 +175,37 @@ def _es_solve(n: int, e: int, A, el, x0, w, acc, D):
     return dict(rank=rank, lorder=lorder, s=s, ws=ws, val=val, best=best, Vdev=V[perm], perm=perm)
 
 
-def _assignment_masks(n: int, m: int, zero: jnp.ndarray) -> jnp.ndarray:
-    """(M, M^N) int32: for every assignment code, the device mask of each ES. ``zero`` is a
-    traced 0 so that XLA does not try to fold this large table at compile time."""
-    code = jnp.arange(m**n, dtype=jnp.int32) + zero
+def _digit_masks(n: int, m: int, zero: jnp.ndarray) -> jnp.ndarray:
+    """(M, M^n) int32: device masks of every code over n devices (device d = base-M digit d)."""
+    masks = jnp.zeros((m, 1), jnp.int32) + zero
+    es_ids = jnp.arange(m, dtype=jnp.int32)[:, None]
+    for d in range(n):
+        masks = jnp.concatenate([masks | jnp.where(es_ids == k, 1 << d, 0) for k in range(m)], axis=1)
+    return masks
+
+
+def _best_assignment(n: int, m: int, Vdev: jnp.ndarray, allow: jnp.ndarray, U: jnp.ndarray):
+    """The assignment of the devices in U to ES maximising sum_m V_m(S_m), every device on an ES
+    it reaches. Vdev (M, 2^N) by device mask, allow (M,) masks, U mask. Returns ((M,) masks, value).
+
+    An assignment is a base-M code over the devices (device d on ES digit d). For M = 2 the code
+    is the mask of ES 1; for M > 2 it splits into a high and a low half whose small mask tables are
+    OR-ed together, so no (M, M^N) table is built."""
+    x = jnp.arange(1 << n, dtype=jnp.int32)
+    V = jnp.where((x[None, :] & ~allow[:, None]) == 0, Vdev, -jnp.inf)  # unreachable ES: impossible
+    zero = jnp.minimum(U, 0)  # a traced 0: keeps XLA from folding the large tables at compile time
     if m == 2:
-        return jnp.stack([code ^ ((1 << n) - 1), code])
-    digit = (code[:, None] // jnp.asarray(m ** np.arange(n), jnp.int32)[None, :]) % m  # (M^N, N)
-    bits = jnp.left_shift(jnp.int32(1), jnp.arange(n, dtype=jnp.int32))
-    return jnp.stack([jnp.sum(jnp.where(digit == k, bits, 0), axis=1, dtype=jnp.int32) for k in range(m)])
+        code = x + zero
+        total = V[0][~code & U] + V[1][code & U]
+        a = jnp.argmax(total)
+        return jnp.stack([~a & U, a & U]).astype(jnp.int32), total[a]
+    k = n // 2
+    lo = _digit_masks(k, m, zero)  # (M, M^k): devices 0..k-1
+    hi = jnp.left_shift(_digit_masks(n - k, m, zero), k)  # (M, M^(N-k)): devices k..N-1
+    total = sum(V[j][(hi[j][:, None] | lo[j][None, :]) & U] for j in range(m)).reshape(-1)
+    a = jnp.argmax(total)
+    S = (hi[:, a // lo.shape[1]] | lo[:, a % lo.shape[1]]) & U
+    return S, total[a]
 
 
 def oracle_decision(static: EnvStatic, params: EnvParams, obs: Observation) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -203,12 +225,7 @@ def oracle_decision(static: EnvStatic, params: EnvParams, obs: Observation) -> t
     es = jax.vmap(lambda Am, elm, x0m, wm: _es_solve(n, e, Am, elm, x0m, wm, params.acc, D),
                   in_axes=(1, 1, 0, 0))(A, el, x0, w)
 
-    masks = _assignment_masks(n, m, jnp.minimum(U, 0)) & U  # (M, M^N)
-    valid = jnp.all((masks & ~allow[:, None]) == 0, axis=0)
-    vals = jax.vmap(lambda V, mk: V[mk])(es["Vdev"], masks)  # (M, M^N)
-    total = jnp.where(valid, jnp.sum(vals, axis=0), -jnp.inf)
-    a = jnp.argmax(total)
-    S = masks[:, a]  # (M,) device masks of the winner
+    S, value = _best_assignment(n, m, es["Vdev"], allow, U)  # (M,) device masks of the winner
 
     def read_back(es_m, Sm):
         rmask = es_m["perm"][Sm]
@@ -246,7 +263,7 @@ def oracle_decision(static: EnvStatic, params: EnvParams, obs: Observation) -> t
     e_of = jnp.take_along_axis(exits, m_of[None, :], axis=0)[0]
     placed = jnp.any(on, axis=0)
     option = jnp.where(placed, m_of * e + e_of, -1).astype(jnp.int32)
-    return option, total[a]
+    return option, value
 
 
 def oracle_policy(key: jax.Array, static: EnvStatic, params: EnvParams, obs: Observation) -> jnp.ndarray:
