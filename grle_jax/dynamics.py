@@ -16,8 +16,11 @@ alone cost more than this whole pass.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+from jax import custom_batching
 
 from .config import EnvParams, EnvStatic
 from .types import EnvState, Observation, Outcome, SlotInputs
@@ -36,80 +39,109 @@ def slot_outcome(
     has_task: jnp.ndarray,  # (N,) bool
     option: jnp.ndarray,  # (N,) int
 ) -> Outcome:
-    """Everything that happens in one slot, in times relative to its generation instant g."""
-    n, e_count = static.n, static.e
-    D = params.deadline_ms
-    option = option.astype(jnp.int32)
+    """Everything that happens in one slot, in times relative to its generation instant g.
+
+    One environment's view; under ``vmap`` (any number of nested levels, over environments,
+    candidates or hyperparameters) the work runs batch-minor, see ``_batch_minor``."""
+    args = (params.deadline_ms, params.rho, params.c, params.acc, radio0, es0, s, rate, phi, eps, L,
+            has_task, option.astype(jnp.int32))
+    outs = _batch_minor(static)(*[jnp.asarray(a)[..., None] for a in args])
+    return Outcome(*[o[..., 0] for o in outs])
+
+
+@functools.lru_cache(maxsize=None)
+def _batch_minor(static: EnvStatic):
+    """``_kernel`` on arrays with ONE trailing batch axis, wrapped so that ``vmap`` moves each new
+    batch axis to the end and merges it into that one (``jax.custom_batching.custom_vmap``).
+
+    Why: XLA:CPU vectorises along the minor-most axis. Vmapped naively, a slot's arrays are
+    (B, N) and every reduction over the N devices is a short scalar loop per environment; batch-
+    minor they are (N, B) and the same reductions are elementwise work along B. It is the same
+    arithmetic in the same order (results are bit-identical to the batch-major form: the tests
+    compare both with the float64 twin)."""
+
+    @custom_batching.custom_vmap
+    def outcome(*args):
+        return _kernel(static, *args)
+
+    @outcome.def_vmap
+    def _rule(axis_size, in_batched, *args):
+        def merge(a, batched):
+            a = jnp.moveaxis(a, 0, -1) if batched else jnp.broadcast_to(a[..., None], a.shape + (axis_size,))
+            return a.reshape(a.shape[:-2] + (a.shape[-2] * axis_size,))
+
+        def split(o):
+            return jnp.moveaxis(o.reshape(o.shape[:-1] + (o.shape[-1] // axis_size, axis_size)), -1, 0)
+
+        outs = outcome(*[merge(a, b) for a, b in zip(args, in_batched)])
+        return tuple(split(o) for o in outs), (True,) * len(outs)
+
+    return outcome
+
+
+def _kernel(static: EnvStatic, D, rho, c, acc, radio0, es0, s, rate, phi, eps, L, has_task, option):
+    """The slot on batch-minor arrays: device (or ES) axis first, one trailing batch axis B
+    (``D``, ``rho``: (B,); ``c``: (M, E, B); ``acc``: (E, B); ``rate``, ``L``: (N, M, B))."""
+    n, n_es, e_count = static.n, static.m, static.e
     in_range = (option >= 0) & (option < static.options)
     opt = jnp.clip(option, 0, static.options - 1)
     m = opt // e_count
-    e = opt % e_count
-    rows = jnp.arange(n)
-    # Per-device selections as one-hot sums, not gathers: under vmap a gather is a slow
-    # scalar loop on the CPU, a masked sum over M (or M*E) fuses into the surrounding arithmetic.
-    hot_m = m[:, None] == jnp.arange(static.m)[None, :]  # (N, M)
-    hot_o = opt[:, None] == jnp.arange(static.options)[None, :]  # (N, M*E)
-    pick_m = lambda x: jnp.sum(jnp.where(hot_m, x, 0), axis=-1)  # noqa: E731
-    served = has_task & in_range & jnp.any(hot_m & L, axis=-1)
+    # Per-device selections as masked sums over the (few) ES or options, not gathers: elementwise
+    # work along the batch axis, where a gather would be a scalar loop.
+    pick_m = lambda x: sum(jnp.where(m == k, x[:, k], 0) for k in range(n_es))  # noqa: E731  (N, M, B) -> (N, B)
+    per_es = lambda x: sum(jnp.where(m == k, x[k], 0) for k in range(n_es))  # noqa: E731  (M, B) -> (N, B)
+    served = has_task & in_range & (pick_m(L.astype(jnp.int32)) > 0)
 
     # 1. transmission: the device's own radio queue, then s*8/r.
     start = jnp.maximum(radio0, 0.0)
     A = start + s * 8.0 / pick_m(rate)
-    # 3. computation time of each task if run to the end.
-    w_full = jnp.sum(jnp.where(hot_o, params.c.reshape(-1), 0.0), axis=-1) * eps / pick_m(phi)
-    # 2. FCFS per ES: N steps; step i takes the earliest-arriving task not yet taken (ties to the
-    # lower device index, as argmin returns the first) and serves it on its ES, carrying every
-    # ES's busy-until time. Under vmap each step is a handful of small batched operations; no
-    # sort (XLA's CPU sort costs more than the whole slot) and no N x N matrix.
-    A_key = jnp.where(served, A, jnp.inf)
-    servers = jnp.arange(static.m)
+    # 3. computation time of each task if run to the end, and its exit's accuracy.
+    c_flat = c.reshape((static.options,) + c.shape[2:])
+    w_full = sum(jnp.where(opt == o, c_flat[o], 0.0) for o in range(static.options)) * eps / per_es(phi)
+    acc_o = sum(jnp.where(opt == o, acc[o % e_count], 0.0) for o in range(static.options))
+    # 2. FCFS per ES. One N x N comparison ranks the served tasks by arrival (ties to the lower
+    # device index; tasks not served rank last). Then N steps serve positions 0..N-1 in order,
+    # carrying every ES's busy-until time: step p picks the task of rank p with a masked sum (no
+    # argmin, no sort) and applies the recurrence of MODEL.md section 2 (``S = max(A, es_free)``;
+    # ``abort`` drops a task whose S is at or after the deadline and clips a running one at it).
+    key = jnp.where(served, A, jnp.inf)
+    rows = jnp.arange(n)[:, None]
+    ahead = (key[None, :] < key[:, None]) | ((key[None, :] == key[:, None]) & (rows.T < rows)[..., None])
+    rank = jnp.sum(ahead, axis=1, dtype=jnp.int32)  # (N, B): position of task i in FCFS order
+    task = jnp.stack([jnp.where(served, A, 0.0), w_full, m.astype(A.dtype), served.astype(A.dtype)])
     abort = static.overdue == "abort"
 
-    def serve(i, carry):
-        free, S, taken = carry  # free: (M,) busy-until of each ES; S: (N,); taken: (N,) bool
-        j = jnp.argmin(jnp.where(taken, jnp.inf, A_key))
-        hot_j = rows == j
-        pick_j = lambda x: jnp.sum(jnp.where(hot_j, x, 0))  # noqa: E731
-        a, w, mj = pick_j(jnp.where(served, A, 0.0)), pick_j(w_full), pick_j(m)
-        on = servers == mj
-        live = jnp.any(hot_j & served & ~taken)  # once all served tasks are taken, argmin
-        hot = on & live  # falls on a taken or unserved device: nothing to do
-        hot_j = hot_j & live
-        before = jnp.sum(jnp.where(on, free, 0.0))
+    def serve(p, carry):
+        free, S = carry  # free: (M, B) busy-until of each ES; S: (N, B)
+        hot = rank == p
+        a, w, mp, live = jnp.sum(jnp.where(hot[None], task, 0.0), axis=1)  # (B,) each
+        before = sum(jnp.where(mp == k, free[k], 0.0) for k in range(n_es))
         start_es = jnp.maximum(a, before)  # S: reaches the head of the queue
         if abort:  # dropped when it reaches the head at/after dl; aborted at dl when running
             after = jnp.where(start_es < D, jnp.minimum(start_es + w, D), before)
         else:
             after = start_es + w
-        return jnp.where(hot, after, free), jnp.where(hot_j, start_es, S), taken | hot_j
+        free = jnp.stack([jnp.where((live > 0) & (mp == k), after, free[k]) for k in range(n_es)])
+        return free, jnp.where(hot, start_es, S)
 
-    es_after, S, _ = jax.lax.fori_loop(
-        0, n, serve, (jnp.maximum(es0, 0.0), jnp.zeros_like(A), jnp.zeros((n,), bool)), unroll=True)
+    es_after, S = jax.lax.fori_loop(0, n, serve, (jnp.maximum(es0, 0.0), jnp.zeros_like(A)))
     F = S + w_full
     ok = served & (F <= D)
-    if abort:
-        radio_after = jnp.where(served, jnp.minimum(A, D), start)
-    else:
-        radio_after = jnp.where(served, A, start)
+    radio_after = jnp.where(served, jnp.minimum(A, D) if abort else A, start)
 
-    acc_e = jnp.sum(jnp.where(hot_o, jnp.tile(params.acc, static.m), 0.0), axis=-1)
-    achieved = jnp.where(ok, acc_e, 0.0)
+    achieved = jnp.where(ok, acc_o, 0.0)
     late = served & ~ok
-    penalty = params.rho * jax.nn.sigmoid((F - D) / D)
+    penalty = rho * jax.nn.sigmoid((F - D) / D)
     unserved = has_task & ~served
     reward = (
-        jnp.sum(achieved)
-        - jnp.sum(jnp.where(late, penalty, 0.0))
-        - params.rho * jnp.sum(unserved.astype(jnp.float32))
+        jnp.sum(achieved, axis=0)
+        - jnp.sum(jnp.where(late, penalty, 0.0), axis=0)
+        - rho * jnp.sum(unserved.astype(A.dtype), axis=0)
     )
     nan = jnp.full_like(A, jnp.nan)
-    A_r = jnp.where(served, A, nan)
-    S_r = jnp.where(served, S, nan)
     F_r = jnp.where(served, F, nan)
-    return Outcome(
-        A=A_r, S=S_r, F=F_r, latency=F_r, ok=ok, acc=achieved, has_task=has_task, served=served,
-        reward=reward, radio_after=radio_after, es_after=es_after,
-    )
+    return (jnp.where(served, A, nan), jnp.where(served, S, nan), F_r, F_r, ok, achieved, has_task, served,
+            reward, radio_after, es_after)
 
 
 def advance(params: EnvParams, state: EnvState, inputs: SlotInputs, out: Outcome) -> EnvState:
