@@ -16,14 +16,17 @@ from .types import Observation
 
 
 def random_policy(key: jax.Array, static: EnvStatic, params: EnvParams, obs: Observation) -> jnp.ndarray:
-    """A uniformly random reachable option per device: the j-th reachable option with
-    j = floor(u * count) (one uniform per device, no Gumbel noise over all options)."""
-    mask = reachable(static, obs.L)  # (N, O)
-    count = jnp.sum(mask, axis=-1)
+    """A uniformly random reachable option per device: the j-th reachable option (ES-major order)
+    with j = floor(u * count), one uniform per device. The j-th reachable option is exit j % E of
+    the (j // E)-th reachable ES, found with a cumulative count over the M links (not over all
+    M * E options: under vmap this is the cheaper form)."""
+    links = obs.L.astype(jnp.int32)  # (N, M)
+    count = jnp.sum(links, axis=-1) * static.e
     u = jax.random.uniform(key, (static.n,))
     j = jnp.minimum(jnp.floor(u * count).astype(jnp.int32), jnp.maximum(count - 1, 0))
-    rank = jnp.cumsum(mask, axis=-1) - 1  # rank among reachable options
-    choice = jnp.argmax(mask & (rank == j[:, None]), axis=-1)
+    q = j // static.e  # the q-th reachable ES ...
+    m = jnp.sum(jnp.cumsum(links, axis=-1) <= q[:, None], axis=-1)  # ... is ES m
+    choice = m * static.e + j % static.e
     return jnp.where(obs.active & (count > 0), choice, -1).astype(jnp.int32)
 
 

@@ -65,6 +65,24 @@ def test_random_picks_only_reachable_options_uniformly():
         assert np.all(np.abs(counts - expected) < 5 * np.sqrt(expected))
 
 
+def test_random_is_the_jth_reachable_option():
+    """random_policy picks option number floor(u * count) among the reachable ones (ES-major), u
+    the device's uniform from the policy's key: checked against a plain numpy enumeration."""
+    cfg = Config(devices=6, servers=3, p_link=0.5, p_active=0.9)
+    for seed in range(20):
+        static, params, obs = _obs(cfg, jax.random.key(seed))
+        key = jax.random.key(100 + seed)
+        pick = np.asarray(random_policy(key, static, params, obs))
+        u = np.asarray(jax.random.uniform(key, (static.n,)))
+        mask = np.asarray(reachable(static, obs.L))
+        for n in range(static.n):
+            opts = np.flatnonzero(mask[n])
+            if not bool(obs.active[n]) or opts.size == 0:
+                assert pick[n] == -1
+            else:
+                assert pick[n] == opts[min(int(np.floor(u[n] * opts.size)), opts.size - 1)]
+
+
 def test_greedy_beats_random_on_average():
     cfg = Config.for_scenario("capacity", devices=10)
     static, params = cfg.static(), cfg.params()
