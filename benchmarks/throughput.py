@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -36,7 +35,7 @@ import time
 
 import numpy as np
 
-IMPLS = ("jax", "jax_proto", "torch_batched", "torch_loop")
+IMPLS = ("jax", "torch_batched", "torch_loop")
 METRICS = {
     "sim": "env-slots/s",
     "cand_k16": "candidate evals/s",
@@ -108,7 +107,7 @@ class JaxSide:
         self.agent_k = agent_k
 
     # --- simulate only ------------------------------------------------------------------------
-    def sim_fn(self, B: int, slots: int, proto: bool = False):
+    def sim_fn(self, B: int, slots: int):
         jax = self.jax
         import jax.numpy as jnp
 
@@ -118,15 +117,12 @@ class JaxSide:
         from grle_jax.scenario import observe, reset, sample
 
         static, params = self.static, self.params
-        proto_step = make_batch_last_step(static, params) if proto else None
 
         def one_env(key, state):
             def body(st, _):
                 ks, kp = slot_keys(key, st.t)
                 inp = sample(ks, params, st, static)
                 opt = random_policy(kp, static, params, observe(st, inp))
-                if proto:
-                    return proto_step(st, inp, opt)
                 st, out = step(static, params, st, inp, opt)
                 return st, out.reward
 
@@ -208,93 +204,6 @@ class JaxSide:
         _jax_sync(f(a, b))
         med, times, _ = _median_time(lambda: f(a, b), reps, _jax_sync)
         return {"n": n, "median_s": med, "gflops": 2 * n ** 3 / med / 1e9, "times": times}
-
-
-# ================================================================================================
-# A prototype, to prove a point about grle_jax.dynamics (not used by the package)
-# ================================================================================================
-def make_batch_last_step(static, params):
-    """``step(static, params, state, inputs, option)`` of grle_jax.dynamics with the same results,
-    but with a ``jax.custom_batching.custom_vmap`` rule: under ``vmap`` the environment axis is
-    moved LAST and the slot runs on (N, B) / (N, N, B) arrays. XLA:CPU vectorises along the
-    minor-most axis; with the default (vmapped) layout that axis is the 14 devices or the 2 ES,
-    with this one it is the B environments. FCFS is the N x N max-plus closed form of commit
-    9f619cf, with per-ES / per-option selections as unrolled selects (M and M*E are tiny)."""
-    import jax
-    import jax.numpy as jnp
-    from jax import custom_batching
-
-    from grle_jax.types import EnvState
-
-    N, M, E = static.n, static.m, static.e
-    abort = static.overdue == "abort"
-
-    def kernel(radio0, es0, s, rate, phi, eps, L, has, option):  # trailing batch axis; rate, L: (M, N, B)
-        D, rho = params.deadline_ms, params.rho
-        in_range = (option >= 0) & (option < M * E)
-        opt = jnp.clip(option, 0, M * E - 1)
-        m = opt // E
-        sel = lambda xs: sum(jnp.where(m == k, xs[k], 0) for k in range(M))  # noqa: E731
-        served = has & in_range & sel([L[k] for k in range(M)])
-        start = jnp.maximum(radio0, 0.0)
-        A = start + s * 8.0 / sel([rate[k] for k in range(M)])
-        cflat = params.c.reshape(-1)
-        c_o = sum(jnp.where(opt == o, cflat[o], 0.0) for o in range(M * E))
-        acc_o = sum(jnp.where(opt == o, params.acc[o % E], 0.0) for o in range(M * E))
-        w_full = c_o * eps / sel([phi[k] for k in range(M)])
-        counts = served & (A < D) if abort else served
-        w = jnp.where(counts, w_full, 0.0)
-        Ai, Aj = A[:, None], A[None, :]
-        ri = jnp.arange(N).reshape((N, 1) + (1,) * (A.ndim - 1))
-        rj = jnp.arange(N).reshape((1, N) + (1,) * (A.ndim - 1))
-        before = ((m[:, None] == m[None, :]) & served[:, None] & served[None, :]
-                  & ((Aj < Ai) | ((Aj == Ai) & (rj < ri))))
-        cumx = jnp.sum(jnp.where(before, w[None, :], 0.0), axis=1)
-        lead = jnp.max(jnp.where(before & counts[None, :], (A - cumx)[None, :], -jnp.inf), axis=1)
-        x0 = jnp.maximum(es0, 0.0)
-        free = cumx + jnp.maximum(sel([x0[k] for k in range(M)]), lead)
-        if abort:
-            free = jnp.minimum(free, D)
-        S = jnp.maximum(A, free)
-        F = S + w_full
-        ok = served & (F <= D)
-        es_after = []
-        for k in range(M):
-            on = (m == k) & counts
-            ea = jnp.sum(jnp.where(on, w, 0.0), axis=0) + jnp.maximum(
-                x0[k], jnp.max(jnp.where(on, A - cumx, -jnp.inf), axis=0))
-            es_after.append(jnp.where(jnp.any(on, axis=0), jnp.minimum(ea, D), x0[k]) if abort else ea)
-        radio_after = jnp.where(served, jnp.minimum(A, D) if abort else A, start)
-        late = served & ~ok
-        reward = (jnp.sum(jnp.where(ok, acc_o, 0.0), axis=0)
-                  - jnp.sum(jnp.where(late, rho * jax.nn.sigmoid((F - D) / D), 0.0), axis=0)
-                  - rho * jnp.sum((has & ~served).astype(jnp.float32), axis=0))
-        return reward, radio_after, jnp.stack(es_after)
-
-    @custom_batching.custom_vmap
-    def outcome(*args):  # every argument carries a trailing batch axis
-        return kernel(*args)
-
-    @outcome.def_vmap
-    def _rule(axis_size, in_batched, *args):  # new batch axis at 0: merge it into the trailing one
-        def merge(a, b):
-            a = jnp.moveaxis(a, 0, -1) if b else jnp.broadcast_to(a[..., None], a.shape + (axis_size,))
-            return a.reshape(a.shape[:-2] + (a.shape[-2] * axis_size,))
-
-        outs = outcome(*[merge(a, b) for a, b in zip(args, in_batched)])
-        split = lambda o: jnp.moveaxis(o.reshape(o.shape[:-1] + (o.shape[-1] // axis_size, axis_size)), -1, 0)  # noqa: E731
-        return tuple(split(o) for o in outs), (True,) * len(outs)
-
-    def step(state, inputs, option):
-        args = (state.radio, state.es, inputs.s, inputs.r.T, inputs.phi, inputs.eps, inputs.L.T,
-                inputs.active, option.astype(jnp.int32))
-        reward, radio_after, es_after = (o[..., 0] for o in outcome(*[a[..., None] for a in args]))
-        T = params.slot_ms
-        nxt = EnvState(t=state.t + 1, radio=jnp.maximum(radio_after - T, 0.0), es=jnp.maximum(es_after - T, 0.0),
-                       L=inputs.L, active=inputs.active)
-        return nxt, reward
-
-    return step
 
 
 def _flops(compiled) -> float:
@@ -383,7 +292,6 @@ def make_cand_data(p, B: int, K: int, steps: int, seed: int = 0) -> dict:
 
 
 def run_benchmark(a) -> dict:
-    import jax
     import torch
 
     from benchmarks import torch_reference as tr
@@ -446,15 +354,14 @@ def run_benchmark(a) -> dict:
                 continue
             if metric == "train_grle" and B > a.grle_max_batch:
                 continue
+            if metric.startswith("train_") and a.train_batches and B not in [int(x) for x in a.train_batches.split(",")]:
+                continue
             if metric == "sim":
                 slots = a.sim_slots
-                for impl, proto in (("jax", False), ("jax_proto", True)):
-                    if proto and a.no_proto:
-                        continue
-                    fn, args, adv = J.sim_fn(B, slots, proto=proto)
-                    m = jax_measure(fn, args, adv, a.reps)
-                    m["units"] = B * slots
-                    add(impl, metric, B, m, {"slots": slots})
+                fn, args, adv = J.sim_fn(B, slots)
+                m = jax_measure(fn, args, adv, a.reps)
+                m["units"] = B * slots
+                add("jax", metric, B, m, {"slots": slots})
 
                 def tb():
                     env = tr.BatchedEnv(p, B, 0, tdev)
@@ -593,14 +500,12 @@ def summarise(rows: list, batches: list) -> list:
             if j is None and tb is None:
                 continue
             tl_here = by.get(("torch_loop", metric, B))
-            jp = by.get(("jax_proto", metric, B))
             out.append({
-                "metric": metric, "batch": B, "units": METRICS[metric], "jax": j, "jax_proto": jp,
+                "metric": metric, "batch": B, "units": METRICS[metric], "jax": j,
                 "torch_batched": tb, "torch_loop": tl_here if tl_here is not None else loop,
                 "torch_loop_measured_here": tl_here is not None,
                 "jax_over_batched": j / tb if j and tb else None,
                 "jax_over_loop": j / loop if j and loop else None,
-                "proto_over_batched": jp / tb if jp and tb else None,
             })
     return out
 
@@ -620,13 +525,6 @@ def markdown_table(res: dict) -> str:
         loop = f(s["torch_loop"]) + ("" if s["torch_loop_measured_here"] or s["torch_loop"] is None else "*")
         lines.append(f"| {s['metric']} ({s['units']}) | {s['batch']} | {f(s['jax'])} | {f(s['torch_batched'])} | "
                      f"{loop} | {r(s['jax_over_batched'])} | {r(s['jax_over_loop'])} |")
-    protos = [s for s in res["summary"] if s.get("jax_proto")]
-    if protos:
-        lines += ["", "| sim, prototype batch-last step | B | JAX now | JAX prototype | torch batched | prototype / batched |",
-                  "|---|---:|---:|---:|---:|---:|"]
-        for s in protos:
-            lines.append(f"| {s['metric']} ({s['units']}) | {s['batch']} | {f(s['jax'])} | {f(s['jax_proto'])} | "
-                         f"{f(s['torch_batched'])} | {r(s['proto_over_batched'])} |")
     lines.append("")
     lines.append("\\* the loop form runs one environment after another, so its rate does not grow with B; the "
                  "best rate measured at small B stands here.")
@@ -641,7 +539,7 @@ def plot(res: dict, path: str) -> None:
 
     metrics = [m for m in METRICS if any(r["metric"] == m for r in res["results"])]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), squeeze=False)
-    style = {"jax": ("C0", "o-"), "jax_proto": ("C0", "o:"), "torch_batched": ("C1", "s-"), "torch_loop": ("C2", "^--")}
+    style = {"jax": ("C0", "o-"), "torch_batched": ("C1", "s-"), "torch_loop": ("C2", "^--")}
     for ax, metric in zip(axes[0], metrics):
         for impl in IMPLS:
             pts = sorted((r["batch"], r["rate"]) for r in res["results"] if r["impl"] == impl and r["metric"] == metric)
@@ -662,9 +560,19 @@ def plot(res: dict, path: str) -> None:
     plt.close(fig)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default unless its help already says it or there is none to show."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_HelpFormatter)
     p.add_argument("--out", default="benchmarks/results", help="folder for throughput.json and throughput.png")
     p.add_argument("--quick", action="store_true", help="a run of under 2 minutes (fewer batches, slots, reps)")
     p.add_argument("--batches", default=None, help="comma list (default 1,16,256,1024,8192; on a GPU also 32768,131072)")
@@ -677,12 +585,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sim-slots", type=int, default=200, help="slots per timed JAX simulation call")
     p.add_argument("--cand-steps", type=int, default=8, help="scoring calls per timed candidate call")
     p.add_argument("--train-slots", type=int, default=50, help="slots per timed JAX DROO training call")
-    p.add_argument("--grle-slots", type=int, default=20, help="slots per timed JAX GRLE training call")
-    p.add_argument("--grle-max-batch", type=int, default=1024, help="largest B for JAX GRLE training (memory)")
+    p.add_argument("--grle-slots", type=int, default=10, help="slots per timed GRLE training call (10: one Adam step)")
+    p.add_argument("--train-batches", default=None, help="comma list: batch sizes for the training metrics (default: --batches)")
+    p.add_argument("--grle-max-batch", type=int, default=None,
+                   help="largest B for JAX GRLE training (memory: ~6 GB at 256 on the CPU; default 256 on a CPU, 1024 on a GPU)")
     p.add_argument("--grle-reps", type=int, default=3, help="timed repetitions for GRLE training")
     p.add_argument("--torch-train-max-batch", type=int, default=1 << 30, help="largest B for batched torch DROO training")
     p.add_argument("--torch-grle-max-batch", type=int, default=256, help="largest B for batched torch GRLE training")
-    p.add_argument("--no-proto", action="store_true", help="skip the batch-last step prototype (sim only)")
     p.add_argument("--target-s", type=float, default=1.0, help="about how long one timed torch call lasts")
     p.add_argument("--loop-max-batch", type=int, default=16, help="largest B for the Python-loop form")
     p.add_argument("--loop-target-s", type=float, default=1.0, help="about how long one timed loop-form call lasts")
@@ -703,6 +612,8 @@ def main(argv=None) -> dict:
         a.batches = "1,16,256,1024,8192" + (",32768,131072" if on_gpu else "")
         if a.quick:
             a.batches = "1,16,1024"
+    if a.grle_max_batch is None:
+        a.grle_max_batch = 1024 if on_gpu else 256
     if a.quick:  # about 2 minutes on an idle 2-core CPU: fewer batches, slots and reps
         a.reps = min(a.reps, 3)
         a.grle_reps = 1
@@ -717,6 +628,8 @@ def main(argv=None) -> dict:
         a.loop_max_batch = min(a.loop_max_batch, 1)
         if a.metrics == ",".join(METRICS):
             a.metrics = "sim,cand_k16,train_droo,train_grle"
+        if a.train_batches is None:
+            a.train_batches = "16"
     t0 = time.perf_counter()
     res = run_benchmark(a)
     res["wall_s"] = time.perf_counter() - t0

@@ -265,35 +265,3 @@ def test_agents_run():
         before = [t.detach().clone() for t in b.params]
         assert torch.isfinite(b.run(2)).all()
         assert any(not torch.equal(x, y) for x, y in zip(before, b.params)), "no learning step happened"
-
-
-@pytest.mark.parametrize("overdue", ["abort", "keep"])
-def test_batch_last_prototype_matches(overdue):
-    """The benchmark's batch-last step prototype (benchmarks.throughput.make_batch_last_step)
-    computes what grle_jax.dynamics.step computes, under vmap and nested vmap."""
-    from benchmarks.throughput import make_batch_last_step
-
-    cfg = make_cfg(overdue, 0.5, 10.0)
-    static, params = cfg.static(), cfg.params()
-    proto = make_batch_last_step(static, params)
-    slots = draw_slots(cfg, seed=11)[:3]
-    N, M = cfg.devices, cfg.servers
-    state = EnvState(t=jnp.zeros((B,), jnp.int32), radio=jnp.zeros((B, N)), es=jnp.zeros((B, M)),
-                     L=jnp.ones((B, N, M), bool), active=jnp.ones((B, N), bool))
-    ref_step = jax.jit(jax.vmap(lambda st, x, o: step(static, params, st, x, o)))
-    new_step = jax.jit(jax.vmap(proto))
-    nested = jax.jit(jax.vmap(jax.vmap(proto, in_axes=(None, None, 0)), in_axes=(0, 0, 0)))
-    st_ref = st_new = state
-    for x in slots:
-        inp = SlotInputs(s=x["s"], r=x["r"], r_hat=x["r_hat"], phi=x["phi"], eps=x["eps"], L=x["L"],
-                         active=x["active"])
-        nxt_ref, out = ref_step(st_ref, inp, x["option"])
-        nxt_new, reward = new_step(st_new, inp, x["option"])
-        np.testing.assert_allclose(np.asarray(reward), np.asarray(out.reward), atol=TOL)
-        np.testing.assert_allclose(np.asarray(nxt_new.radio), np.asarray(nxt_ref.radio), atol=TOL)
-        np.testing.assert_allclose(np.asarray(nxt_new.es), np.asarray(nxt_ref.es), atol=TOL)
-        _, r_k = nested(st_ref, inp, x["cands"])  # (B, K): K decisions from the same state
-        want = jax.vmap(jax.vmap(lambda st, i, o: step(static, params, st, i, o)[1].reward, in_axes=(None, None, 0)))(
-            st_ref, inp, jnp.asarray(x["cands"]))
-        np.testing.assert_allclose(np.asarray(r_k), np.asarray(want), atol=TOL)
-        st_ref, st_new = nxt_ref, nxt_new
