@@ -29,14 +29,16 @@ METRICS = ("final_normalised_reward", "normalised_reward_ma50_final", "final_ssp
 
 
 def run_policy(policy: str, scenarios: list[str], slots: int, seeds: int, chunk: int, quiet: bool,
-               agent_overrides: dict) -> tuple[dict, list[dict], float]:
+               agent_overrides: dict, full_oracle: bool = False) -> tuple[dict, list[dict], float]:
     from grle_jax.agent import AgentConfig
     from grle_jax.config import Config
     from train.progress import Progress
     from train.sweep import Executor, build_runs, run_batched
 
     agent = AgentConfig(policy=policy, **(agent_overrides if policy in POLICIES else {}))
-    rs = build_runs(Config(), agent, seeds=seeds, seed=0, grid={"scenario": scenarios}, normalise=True)
+    final = max(50, slots // 10)
+    rs = build_runs(Config(), agent, seeds=seeds, seed=0, grid={"scenario": scenarios}, normalise=True,
+                    normalise_from=0 if full_oracle else slots - final)
     ex = Executor(rs)
     bar = None if quiet else Progress(slots, desc=f"{policy} x{rs.runs}")
     t0 = time.perf_counter()
@@ -56,6 +58,8 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=None, help="learning rate of the learning policies (default 1e-3)")
     p.add_argument("--k", type=int, default=None, help="K of the learning policies (default N)")
     p.add_argument("--out", default="results/policy_quality", metavar="DIR")
+    p.add_argument("--full-oracle", action="store_true",
+                   help="run the oracle every slot (default: in the final window only, all the metrics need)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
 
@@ -69,7 +73,7 @@ def main(argv=None) -> int:
     table = []
     for policy in args.policies:
         recs, runs, wall = run_policy(policy, args.scenarios, args.slots, args.seeds, min(args.chunk, args.slots),
-                                      args.quiet, overrides)
+                                      args.quiet, overrides, args.full_oracle)
         _, summ = per_run_metrics(recs, 20.0, 50, True)
         np.savez_compressed(os.path.join(args.out, f"{policy}_records.npz"), **recs)
         for g in summarise_groups(summ, runs):

@@ -64,6 +64,7 @@ def test_resume_is_bit_identical(grle_runs, tmp_path):
     rs, ex = grle_runs
     ck = str(tmp_path / "ck")
     _, full = run_batched(ex, 150, chunk=50)
+    compiled = ex._run._cache_size()
 
     def save(state, t_end, parts, trace, length):
         checkpoint.save(ck, t_end, ex.to_host(state), concat_records(parts), {"runs": rs.runs})
@@ -78,6 +79,7 @@ def test_resume_is_bit_identical(grle_runs, tmp_path):
     assert t == 100
     _, resumed = run_batched(ex, 150, chunk=50, state=state, start=t, records=recs)
     _equal(full, resumed)
+    assert ex._run._cache_size() == compiled  # chunks, stops and resumes retrace nothing
 
 
 def test_adaptive_k(grle_runs):
@@ -111,3 +113,13 @@ def test_chunk_plan():
     assert chunk_plan(0, 250, 100, None) == [(0, 100), (100, 100), (200, 50)]
     assert chunk_plan(0, 250, 100, 60) == [(0, 60), (60, 60), (120, 60), (180, 60), (240, 10)]
     assert chunk_plan(120, 200, 1000, 50) == [(120, 30), (150, 50)]
+
+
+def test_oracle_in_the_final_window_only():
+    """--normalise's oracle every slot, or (benchmarks) from a given slot on; the oracle's observed
+    reward bounds the executed decision's."""
+    rs = build_runs(CFG, AgentConfig(policy="random"), seeds=2, normalise=True, normalise_from=30)
+    _, rec = run_batched(Executor(rs, shard=False), 40, chunk=40)
+    assert np.isnan(rec["reward_oracle"][:, :30]).all()
+    late = rec["reward_oracle"][:, 30:]
+    assert np.isfinite(late).all() and (late >= rec["reward_observed"][:, 30:] - 1e-4).all()

@@ -62,9 +62,19 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(field, message)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default unless its help already says it or there is none to show."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m train.grle", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                formatter_class=_HelpFormatter)
     p.add_argument("--policy", default=None, help=f"one of {', '.join(ALL_POLICIES)} (default {DEFAULT_POLICY})")
     p.add_argument("--scenario", default=None, help=f"preset: {', '.join(SCENARIOS)} (default base)")
     p.add_argument("--devices", type=int, default=None, help="N (default 14)")
@@ -448,13 +458,14 @@ def per_run_metrics(recs: dict, slot_ms: float, window: int, normalise: bool) ->
     fin = summarise({k: v[:, -final:] for k, v in counts.items()}, slot_ms)
     for k in ("ssp", "avg_accuracy", "throughput_per_s", "throughput_per_slot", "mean_reward"):
         summ[f"final_{k}"] = fin[k]
-    if normalise:
-        norm = normalised_reward(recs["reward_observed"], recs["reward_oracle"])
+    if normalise:  # the oracle's reward is NaN where it was not run (benchmarks: before the final window)
+        oracle = np.asarray(recs["reward_oracle"], np.float64)
+        norm = np.where(np.isnan(oracle), np.nan, normalised_reward(recs["reward_observed"], oracle))
         ma = moving_mean(norm, window)
         cols["reward_oracle"] = recs["reward_oracle"]
         cols["normalised_reward"] = norm
         cols[f"normalised_reward_ma{window}"] = ma
-        summ["normalised_reward_mean"] = norm.mean(axis=1)
+        summ["normalised_reward_mean"] = np.nanmean(norm, axis=1) if np.isfinite(norm).any() else norm[:, 0]
         summ[f"normalised_reward_ma{window}_final"] = ma[:, -1]
         summ["final_normalised_reward"] = norm[:, -final:].mean(axis=1)
     cols["loss"] = recs["loss"]

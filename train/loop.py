@@ -95,8 +95,10 @@ def fixed_act(name: str) -> Callable:
 class Trainer:
     """One run's pure functions (``init``, ``run``) and their batched, jitted forms."""
 
-    def __init__(self, env: EnvStatic, agent: AgentStatic, normalise: bool = False, record_trace: bool = False):
+    def __init__(self, env: EnvStatic, agent: AgentStatic, normalise: bool = False, record_trace: bool = False,
+                 normalise_from: int = 0):
         self.env, self.agent, self.normalise, self.record_trace = env, agent, normalise, record_trace
+        self.normalise_from = int(normalise_from)  # the oracle runs from this slot on (NaN before)
         self.learning = agent.learning
         if self.learning:
             self.actor = make_actor(env, agent)
@@ -160,7 +162,14 @@ class Trainer:
         rec = slot_counts(out)
         rec.update(reward_observed=r_obs, loss=rs.loss, k=k_used, k_pos=pos)
         if self.reference is not None:
-            rec["reward_oracle"] = evaluate(static, ep, obs, self.reference(kp, static, ep, obs)).reward
+            def oracle():
+                return evaluate(static, ep, obs, self.reference(kp, static, ep, obs)).reward.astype(jnp.float32)
+
+            if self.normalise_from > 0:  # t is unbatched: a real branch, the oracle costs nothing before
+                rec["reward_oracle"] = jax.lax.cond(t >= self.normalise_from, oracle,
+                                                    lambda: jnp.full((), jnp.nan, jnp.float32))
+            else:
+                rec["reward_oracle"] = oracle()
         if self.record_trace:
             rec["trace"] = {"state": rs.env, "inputs": inputs, "option": option, "out": out}
         return rs.replace(env=nxt), rec
@@ -233,7 +242,7 @@ class Trainer:
     @property
     def key(self) -> tuple:
         """Everything that fixes the compiled program: trainers with equal keys share jit caches."""
-        return (self.env, self.agent, self.normalise, self.record_trace)
+        return (self.env, self.agent, self.normalise, self.record_trace, self.normalise_from)
 
 
 # --- the public entry point ------------------------------------------------------------------------

@@ -123,9 +123,11 @@ class RunSet:
 
 
 def build_runs(cfg: Config, agent: AgentConfig, seeds: int = 1, seed: int = 0, grid: dict | None = None,
-               profile: Profile = DEFAULT_PROFILE, normalise: bool = False) -> RunSet:
+               profile: Profile = DEFAULT_PROFILE, normalise: bool = False, normalise_from: int = 0) -> RunSet:
     """Runs for every grid point and seed; seed ``seed + i`` of any run equals a lone run with that
-    seed (run key ``jax.random.key(seed + i)``)."""
+    seed (run key ``jax.random.key(seed + i)``). With ``normalise`` the exact oracle runs every slot
+    from ``normalise_from`` on (its reward is NaN before: a long run can pay for the oracle in its
+    final window only)."""
     points = grid_points(grid)
     confs = [apply_point(cfg, agent, p) for p in points]
     env = cfg.static(profile)
@@ -137,6 +139,7 @@ def build_runs(cfg: Config, agent: AgentConfig, seeds: int = 1, seed: int = 0, g
     if any(a.adaptive_k for _, a in confs):
         agent = agent.replace(adaptive_k=True) if not agent.adaptive_k else agent
     trainer = make_trainer(cfg, agent, profile, normalise, **caps)
+    trainer.normalise_from = int(normalise_from)
     hypers, table = [], []
     for p, (c, a) in zip(points, confs):
         h = make_hyper(c, a, profile)
