@@ -26,7 +26,7 @@ def rows_of(path):
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("exp") / "devices"
-    assert ex.main(["devices", *TINY, "--out", str(out)]) == 0
+    assert ex.main(["devices", *TINY, "--out", str(out), "--workers", "2"]) == 0  # two threads compile
     return out
 
 
@@ -115,6 +115,16 @@ def test_claim_ratios():
     assert by["drooe/droo"]["final_avg_accuracy"] == pytest.approx(2.0)
 
 
+def test_threads_compiling_side_by_side_change_no_number(tiny_sweep, tmp_path):
+    """--workers 2 runs the first cell of each program in a thread pool: same rows as one thread."""
+    out = tmp_path / "one"
+    assert ex.main(["devices", *TINY, "--out", str(out), "--workers", "1"]) == 0
+    drop = ("cell_wall_s",)
+    one = [{k: v for k, v in r.items() if k not in drop} for r in rows_of(out / "devices.csv")]
+    two = [{k: v for k, v in r.items() if k not in drop} for r in rows_of(tiny_sweep / "devices.csv")]
+    assert one == two and len(one) == 2 * 2 * 2  # policies x T values x seeds
+
+
 def test_quick_and_paper_plans():
     plan = ex.plan_from_args(ex.build_parser().parse_args(["paper", "--quick"]))
     assert plan.experiments == ex.EXPERIMENTS and plan.seeds == 2 and plan.slots == 500
@@ -139,6 +149,7 @@ def test_quick_and_paper_plans():
     (["devices", "--policies", "greedy,best"], "policies"),
     (["devices", "--out", "/no/such/folder/x"], "out"),
     (["devices", "--frobnicate"], "arguments"),
+    (["devices", "--workers", "0"], "workers"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, field, capsys, tmp_path):
     assert ex.main(argv) == 2

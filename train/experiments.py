@@ -34,6 +34,7 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,6 +103,7 @@ class Plan:
     resume: bool
     chunk: int
     quiet: bool
+    workers: int = 1  # threads compiling distinct programs side by side
 
     def folder(self, exp: str) -> str:
         return os.path.join(self.out, exp) if len(self.experiments) > 1 else self.out
@@ -150,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="keep finished cells in DIR and run only the others")
     p.add_argument("--chunk", type=int, default=1000, help="slots per compiled chunk (default 1000)")
     p.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
+    p.add_argument("--workers", type=int, default=None,
+                   help="threads compiling distinct programs side by side (default: one per CPU core)")
     return p
 
 
@@ -213,6 +217,9 @@ def plan_from_args(args) -> Plan:
                 raise ConfigError("policies", f"unknown policy {p!r} (choose from {', '.join(ALL_POLICIES)})")
         if "oracle" in policies:
             _need_oracle("policies")
+    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    if workers < 1:
+        raise ConfigError("workers", f"must be at least 1, got {workers}")
     out = args.out if args.out is not None else os.path.join("results", args.name)
     parent = os.path.dirname(os.path.abspath(out))
     if args.out is not None and not os.path.isdir(parent):  # the default results/ is ours to create
@@ -227,7 +234,7 @@ def plan_from_args(args) -> Plan:
                 AgentConfig(policy=p).check(cfg.static())
     return Plan(experiments=exps, policies=policies, n_values=n_values, t_values=t_values, seeds=seeds,
                 slots=slots, overdue=overdue, out=out, resume=bool(args.resume), chunk=args.chunk,
-                quiet=bool(args.quiet))
+                quiet=bool(args.quiet), workers=workers)
 
 
 def _need_oracle(field: str) -> None:
@@ -645,14 +652,18 @@ def run(plan: Plan) -> dict:
         t_exp = time.perf_counter()
         cell_times, skipped = {}, 0
         cells = plan.cells(exp)
+        todo = []
         for i, cell in enumerate(cells):
-            path = os.path.join(cells_dir, cell.name + ".csv")
-            if plan.resume and cell_done(path, plan.seeds, plan.slots, conv):
+            if plan.resume and cell_done(os.path.join(cells_dir, cell.name + ".csv"), plan.seeds, plan.slots, conv):
                 skipped += 1
-                continue
+            else:
+                todo.append((i, cell))
+
+        def one(item):
+            i, cell = item
             recs, wall = run_cell(cell, plan.seeds, plan.slots, plan.chunk, normalise and conv)
             rows = (convergence_rows if conv else sweep_rows)(cell, recs, wall)
-            write_csv(path, rows, CONV_COLUMNS if conv else SWEEP_COLUMNS)
+            write_csv(os.path.join(cells_dir, cell.name + ".csv"), rows, CONV_COLUMNS if conv else SWEEP_COLUMNS)
             cell_times[cell.name] = wall
             if not plan.quiet:
                 extra = ""
@@ -662,6 +673,24 @@ def run(plan: Plan) -> dict:
                     extra = f" accuracy {acc:.4f} SSP {ssp:.4f}"
                 print(f"[{exp} {i + 1}/{len(cells)}] {cell.name}: {plan.seeds} seeds x {plan.slots} slots "
                       f"in {wall:.1f} s{extra}", flush=True)
+
+        # Compilation dominates short runs and is mostly single-threaded: the first cell of each
+        # compiled program (policy, N, overdue rule; T and scenario are dynamic values) runs in a
+        # pool of one thread per core, so programs compile side by side; the other cells then
+        # reuse them, one after another.
+        firsts, rest, seen = [], [], set()
+        for item in todo:
+            key = (item[1].policy, item[1].n, item[1].overdue)
+            (rest if key in seen else firsts).append(item)
+            seen.add(key)
+        workers = min(plan.workers, len(firsts))
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(one, firsts))
+        else:
+            rest = firsts + rest
+        for item in sorted(rest):
+            one(item)
         timing = {"wall_s": time.perf_counter() - t_exp, "cells_run": len(cell_times), "cells_skipped": skipped,
                   "cell_wall_s": cell_times}
         report[exp] = write_experiment(plan, exp, timing)
