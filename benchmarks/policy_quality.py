@@ -57,6 +57,8 @@ def main(argv=None) -> int:
     p.add_argument("--chunk", type=int, default=500)
     p.add_argument("--lr", type=float, default=None, help="learning rate of the learning policies (default 1e-3)")
     p.add_argument("--k", type=int, default=None, help="K of the learning policies (default N)")
+    p.add_argument("--critic-rounds", type=int, default=None,
+                   help="critic rounds of the learning policies (default 1, MODEL.md's critic)")
     p.add_argument("--out", default="results/policy_quality", metavar="DIR")
     p.add_argument("--full-oracle", action="store_true",
                    help="run the oracle every slot (default: in the final window only, all the metrics need)")
@@ -68,7 +70,8 @@ def main(argv=None) -> int:
     from train.grle import per_run_metrics, summarise_groups
     from train.outputs import device_kind, write_json
 
-    overrides = {k: v for k, v in (("lr", args.lr), ("k", args.k)) if v is not None}
+    overrides = {k: v for k, v in (("lr", args.lr), ("k", args.k), ("critic_rounds", args.critic_rounds))
+                 if v is not None}
     os.makedirs(args.out, exist_ok=True)
     table = []
     for policy in args.policies:
@@ -85,7 +88,8 @@ def main(argv=None) -> int:
                   f"accuracy {_fmt(row, 'final_avg_accuracy')}  throughput {_fmt(row, 'final_throughput_per_s', 1)}/s"
                   f"  [{wall:.0f} s]", flush=True)
     meta = {"slots": args.slots, "seeds": args.seeds, "scenarios": args.scenarios, "agent": overrides,
-            "device": device_kind(), "setting": "N=14 M=2 E=5 T=20ms D=30ms overdue=abort"}
+            "device": device_kind(), "setting": "N=14 M=2 E=5 T=20ms D=30ms overdue=abort"
+            + (f" critic_rounds={args.critic_rounds}" if args.critic_rounds else "")}
     write_json(os.path.join(args.out, "policy_quality.json"), {"meta": meta, "rows": table})
     with open(os.path.join(args.out, "policy_quality.md"), "w") as f:
         f.write(markdown(table, meta))

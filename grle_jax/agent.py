@@ -63,6 +63,7 @@ class AgentConfig:
     train_every: int = 10  # one Adam step every this many slots
     batch: int = 32  # minibatch size
     memory: int = 128  # replay memory size (ring buffer)
+    critic_rounds: int = 1  # 1: MODEL.md's critic; more: our local-search extension (grle_jax.critic)
     mlp_hidden: tuple[int, ...] = (120, 80)  # DROO / DROOE
     gcn_hidden: tuple[int, ...] = (128, 64)  # GRL / GRLE graph convolutions
     head_hidden: int = 64  # GRL / GRLE edge MLP
@@ -87,6 +88,7 @@ class AgentConfig:
         _int_at_least("train_every", self.train_every, 1)
         _int_at_least("batch", self.batch, 1)
         _int_at_least("memory", self.memory, 1)
+        _int_at_least("critic_rounds", self.critic_rounds, 1)
         for name in ("mlp_hidden", "gcn_hidden"):
             v = getattr(self, name)
             if not isinstance(v, tuple) or not v:
@@ -128,6 +130,7 @@ class AgentConfig:
             policy=self.policy, options=policy_options(self.policy, env), k_cap=kc,
             batch_cap=max(batch_cap or 0, self.batch), memory_cap=max(memory_cap or 0, self.memory),
             mlp_hidden=self.mlp_hidden, gcn_hidden=self.gcn_hidden, head_hidden=self.head_hidden,
+            critic_rounds=self.critic_rounds if self.learning else 1,
         )
 
     def params(self, env: EnvStatic) -> "AgentParams":
@@ -173,6 +176,7 @@ class AgentStatic(NamedTuple):
     mlp_hidden: tuple = (120, 80)
     gcn_hidden: tuple = (128, 64)
     head_hidden: int = 64
+    critic_rounds: int = 1  # quantise-and-score rounds per slot (1: MODEL.md's critic)
 
     @property
     def learning(self) -> bool:

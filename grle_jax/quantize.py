@@ -20,8 +20,13 @@ import jax.numpy as jnp
 
 
 def quantize(scores: jnp.ndarray, live: jnp.ndarray, k_cap: int,
-             logits: jnp.ndarray | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
+             logits: jnp.ndarray | None = None, base: jnp.ndarray | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
     """scores (N, P), live (N, P) bool -> (candidates (k_cap, N) int32, valid (k_cap,) bool).
+
+    ``base`` (N,) replaces each device's best-scored option as candidate 1 (the critic's further
+    rounds, ``grle_jax.critic``): the moves are then ordered by ``scores[n, base[n]] - scores[n, o]``,
+    which is negative for an option the actor scores above the base one (those come first). Every
+    live device must have a live option in ``base``.
 
     With ``logits`` (the scores' pre-sigmoid values), pairs whose float32 gaps are EQUAL are
     ordered by their gap in logits before the index order. A saturated sigmoid rounds many
@@ -30,10 +35,15 @@ def quantize(scores: jnp.ndarray, live: jnp.ndarray, k_cap: int,
     network's own confidence gives. Where float32 gaps differ, the order is MODEL.md's exactly."""
     n, p = scores.shape
     has = jnp.any(live, axis=1)  # (N,)
-    masked = jnp.where(live, scores, -jnp.inf)
-    best = jnp.argmax(masked, axis=1).astype(jnp.int32)  # first maximum = lowest option index
-    best_score = jnp.max(masked, axis=1)
-    base = jnp.where(has, best, -1)  # (N,)
+    if base is None:
+        masked = jnp.where(live, scores, -jnp.inf)
+        best = jnp.argmax(masked, axis=1).astype(jnp.int32)  # first maximum = lowest option index
+        best_score = jnp.max(masked, axis=1)
+        base = jnp.where(has, best, -1)  # (N,)
+    else:
+        best = jnp.maximum(base, 0).astype(jnp.int32)
+        best_score = jnp.take_along_axis(scores, best[:, None], axis=1)[:, 0]
+        base = jnp.where(has, best, -1)
     moves = k_cap - 1
     if moves == 0:
         return base[None, :], jnp.ones((1,), bool)

@@ -34,7 +34,7 @@ from grle_jax.profile import DEFAULT_PROFILE, Profile
 
 DEFAULT_POLICY = "grle"
 DEFAULT_SLOTS = 10_000
-LEARNING_FLAGS = ("lr", "k", "adaptive_k", "k_delta", "batch", "train_every", "memory")
+LEARNING_FLAGS = ("lr", "k", "adaptive_k", "k_delta", "batch", "train_every", "memory", "critic_rounds")
 RESUME_FLAGS_OK = ("resume", "quiet", "chunk", "stop_after", "checkpoint_every", "slots")
 PROCESS_FLAGS = ("coordinator", "num_processes", "process_id")
 
@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=None, help="minibatch size (default 32)")
     p.add_argument("--train-every", type=int, default=None, help="one Adam step every this many slots (default 10)")
     p.add_argument("--memory", type=int, default=None, help="replay memory size (default 128)")
+    p.add_argument("--critic-rounds", type=int, default=None, metavar="R",
+                   help="quantise-and-score rounds per slot, each around the last best (default 1 = MODEL.md's "
+                        "critic; more is our extension, see docs/training.md)")
     p.add_argument("--sweep", default=None, metavar="FILE",
                    help="JSON grid {field: [values]} of dynamic hyperparameters run side by side")
     # outputs and running

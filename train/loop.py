@@ -39,7 +39,8 @@ from grle_jax.dynamics import evaluate, score, step
 from grle_jax.metrics import slot_counts
 from grle_jax.policies import make_actor, masked_bce
 from grle_jax.profile import DEFAULT_PROFILE, Profile
-from grle_jax.quantize import one_hot, quantize
+from grle_jax.critic import critic
+from grle_jax.quantize import one_hot
 from grle_jax.rollout import slot_keys
 from grle_jax.scenario import observe, reset, sample
 from grle_jax.types import EnvState, Observation
@@ -139,20 +140,21 @@ class Trainer:
         if self.learning:
             logits = self.actor.apply(rs.variables, obs, ep)
             live = self.actor.live(obs)
-            cands, valid = quantize(jax.nn.sigmoid(logits), live, self.agent.k_cap, logits)  # (Kc, N)
-            env_opts = jnp.where(cands >= 0, self.option_idx[jnp.maximum(cands, 0)], -1)
-            R = score(static, ep, obs, env_opts)  # (Kc,): ONE vmapped call for all candidates
-            use = valid & (jnp.arange(self.agent.k_cap) < rs.k)
-            best = jnp.argmax(jnp.where(use, R, -jnp.inf))  # first best = lowest position
-            option, r_obs = env_opts[best], R[best]
-            rs = self._remember(rs, obs, cands[best], t, ap)
+            def to_env(c):  # policy options -> environment options m * E + e (-1 stays -1)
+                return jnp.where(c >= 0, self.option_idx[jnp.maximum(c, 0)], -1)
+
+            # K candidates scored in ONE vmapped call of dynamics.score, the best kept (per round)
+            cr = critic(jax.nn.sigmoid(logits), logits, live, rs.k, self.agent.k_cap, self.agent.critic_rounds,
+                        lambda cands: score(static, ep, obs, to_env(cands)))
+            option, r_obs = to_env(cr.decision), cr.reward
+            rs = self._remember(rs, obs, cr.decision, t, ap)
             rs = self._learn(rs, ep, ap, t, kp)
-            pos = (best + 1).astype(jnp.int32)
+            pos = cr.first_pos
             seen = jnp.maximum(rs.k_seen, pos)
             update = ap.adaptive_k & ((t + 1) % ap.k_delta == 0)
             k_next = jnp.where(update, jnp.minimum(1 + seen, self.agent.k_cap), rs.k).astype(jnp.int32)
             rs = rs.replace(k=k_next, k_seen=jnp.where(update, 0, seen).astype(jnp.int32))
-            k_used = use.sum().astype(jnp.int32)
+            k_used = cr.used
         else:
             option = self.policy(kp, static, ep, obs)
             r_obs = evaluate(static, ep, obs, option).reward
