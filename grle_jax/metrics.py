@@ -86,6 +86,11 @@ def normalised_reward(reward, reward_oracle) -> np.ndarray:
 
 
 def moving_mean(x, window: int = 50) -> np.ndarray:
-    """Trailing mean over the last ``window`` slots (fewer at the start), along the last axis."""
-    n = np.shape(x)[-1]
-    return window_sum(x, window) / np.minimum(np.arange(1, n + 1), window)
+    """Trailing mean over the last ``window`` slots (fewer at the start), along the last axis.
+    NaN marks a slot without a value (the oracle not run there): it is left out of every window,
+    and a window with no value at all is NaN (a NaN never spreads to the slots after it)."""
+    x = np.asarray(x, np.float64)
+    have = np.isfinite(x)
+    count = window_sum(have, window)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, window_sum(np.where(have, x, 0.0), window) / np.maximum(count, 1), np.nan)

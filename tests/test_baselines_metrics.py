@@ -110,4 +110,8 @@ def test_metrics_by_hand():
     np.testing.assert_allclose(mv["throughput_per_slot"], [1.0, 1.5, 1.0, 1.5])
     np.testing.assert_allclose(window_sum(np.arange(5.0), 3), [0, 1, 3, 6, 9])
     np.testing.assert_allclose(moving_mean(np.array([1.0, 3.0, 5.0]), 2), [1.0, 2.0, 4.0])
+    # the oracle runs from some slot on (NaN before): those slots are left out, no NaN after them
+    np.testing.assert_allclose(moving_mean(np.array([np.nan, np.nan, 1.0, 3.0, 5.0, 7.0]), 3),
+                               [np.nan, np.nan, 1.0, 2.0, 3.0, 5.0])
+    np.testing.assert_allclose(moving_mean(np.array([[2.0, np.nan, 4.0]]), 2), [[2.0, 2.0, 4.0]])
     np.testing.assert_allclose(normalised_reward([1.0, 0.0, 2.0], [2.0, 0.0, 2.0]), [0.5, 1.0, 1.0])
