@@ -79,3 +79,20 @@ def build_graph(static: EnvStatic, params: EnvParams, obs: Observation,
         n_node=jnp.asarray([n + p], jnp.int32), n_edge=jnp.asarray([n * p], jnp.int32),
     )
     return graph, live.reshape(-1)
+
+
+def union(graphs: jraph.GraphsTuple, masks: jnp.ndarray) -> tuple[jraph.GraphsTuple, jnp.ndarray]:
+    """B stacked fixed-shape graphs (every leaf with a leading B axis, as ``vmap(build_graph)``
+    returns them) -> ONE graph, their disjoint union, and its edge mask: what ``jraph.batch`` does,
+    with fixed shapes so it jits. Nodes of graph b are ``b * (N + P) + i``; ``n_node`` and ``n_edge``
+    keep one entry per graph. A graph network over the union computes every graph at once with
+    plain (unbatched) segment sums: the training minibatch runs this way, faster than a ``vmap``
+    of the network on this CPU."""
+    b, nodes_per = graphs.nodes.shape[:2]
+    edges_per = graphs.edges.shape[1]
+    off = (jnp.arange(b, dtype=jnp.int32) * nodes_per)[:, None]
+    return jraph.GraphsTuple(
+        nodes=graphs.nodes.reshape(b * nodes_per, -1), edges=graphs.edges.reshape(b * edges_per, -1),
+        senders=(graphs.senders + off).reshape(-1), receivers=(graphs.receivers + off).reshape(-1),
+        globals=None, n_node=graphs.n_node.reshape(-1), n_edge=graphs.n_edge.reshape(-1),
+    ), masks.reshape(-1)

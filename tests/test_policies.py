@@ -9,7 +9,7 @@ import pytest
 
 from grle_jax.agent import AgentConfig
 from grle_jax.config import Config
-from grle_jax.graph import build_graph, edge_index
+from grle_jax.graph import build_graph, edge_index, union
 from grle_jax.policies import make_actor, masked_bce
 from grle_jax.scenario import observe, reset, sample
 
@@ -41,6 +41,29 @@ def test_shapes_and_options(policy, options):
             assert live[n, o] == (active[n] and L[n, env_opt // static.e])
     if policy in ("grl", "droo"):
         assert [int(i) % static.e for i in actor.option_idx] == [static.e - 1] * M
+
+
+@pytest.mark.parametrize("policy", ["grle", "grl", "drooe"])
+def test_apply_batch_equals_one_by_one(policy):
+    """The training minibatch runs as one disjoint-union graph (graph.union): the same logits as
+    the network applied to each observation alone, and no edge crosses between graphs."""
+    static, params, actor, obs, v = _setup(policy)
+    B = 5
+    st = reset(static).replace(radio=jnp.linspace(0.0, 12.0, N), es=jnp.asarray([3.0, 7.5]))
+    obs_b = jax.vmap(lambda k: observe(st, sample(k, params, st, static)))(jax.random.split(jax.random.key(9), B))
+    got = np.asarray(jax.jit(actor.apply_batch)(v, obs_b, params))
+    want = np.stack([np.asarray(actor.apply(v, jax.tree_util.tree_map(lambda x: x[b], obs_b), params))
+                     for b in range(B)])
+    assert got.shape == (B, N, actor.options)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    if policy != "drooe":
+        graphs, masks = jax.vmap(lambda o: build_graph(static, params, o, actor.option_idx))(obs_b)
+        g, m = union(graphs, masks)
+        per = N + actor.options
+        assert g.nodes.shape == (B * per, 9) and m.shape == (B * N * actor.options,)
+        assert (np.asarray(g.n_node) == per).all() and len(np.asarray(g.n_edge)) == B
+        assert (np.asarray(g.senders) // per == np.asarray(g.receivers) // per).all()
+        assert (np.asarray(g.senders) // per == np.repeat(np.arange(B), N * actor.options)).all()
 
 
 def test_graph_fixed_shape():

@@ -194,7 +194,7 @@ class Trainer:
             live = jax.vmap(self.actor.live)(obs_b) & rows
 
             def loss_fn(v):
-                logits = jax.vmap(self.actor.apply, in_axes=(None, 0, None))(v, obs_b, ep)
+                logits = self.actor.apply_batch(v, obs_b, ep)  # one graph: the minibatch's disjoint union
                 return masked_bce(logits, target, live)
 
             loss, grads = jax.value_and_grad(loss_fn)(rs.variables)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..agent import AgentStatic, LEARNING_POLICIES, option_index
 from ..config import EnvParams, EnvStatic
-from ..graph import build_graph, live_mask
+from ..graph import build_graph, live_mask, union
 from ..types import Observation
 from .gcn import GCNActor
 from .mlp import DROOActor
@@ -41,6 +41,17 @@ class Actor:
             graph, mask = build_graph(self.static, params, obs, self.option_idx)
             return self.module.apply(variables, graph, mask).reshape(self.static.n, self.options)
         return self.module.apply(variables, obs, params)
+
+    def apply_batch(self, variables, obs: Observation, params: EnvParams) -> jax.Array:
+        """(B, N, P) logits of B observations (every leaf with a leading B axis), one set of
+        variables. GRL/GRLE: one pass over the disjoint union of the B graphs (``graph.union``),
+        the same numbers as ``vmap(apply)`` up to float32 summation order; DROO/DROOE: ``vmap``."""
+        if self.policy in ("grl", "grle"):
+            graphs, masks = jax.vmap(lambda o: build_graph(self.static, params, o, self.option_idx))(obs)
+            b = masks.shape[0]
+            graph, mask = union(graphs, masks)
+            return self.module.apply(variables, graph, mask).reshape(b, self.static.n, self.options)
+        return jax.vmap(self.apply, in_axes=(None, 0, None))(variables, obs, params)
 
     def init(self, key, obs: Observation, params: EnvParams):
         if self.policy in ("grl", "grle"):
