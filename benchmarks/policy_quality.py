@@ -22,6 +22,8 @@ import os
 import sys
 import time
 
+from grle_jax.errors import ConfigError
+
 POLICIES = ("grle", "grl", "droo", "drooe")
 BASELINES = ("random", "greedy")
 METRICS = ("final_normalised_reward", "normalised_reward_ma50_final", "final_ssp", "final_avg_accuracy",
@@ -64,6 +66,11 @@ def main(argv=None) -> int:
                    help="run the oracle every slot (default: in the final window only, all the metrics need)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    try:  # every bad value: one line naming the field, exit 2, before anything runs or is written
+        check_args(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
     import numpy as np
 
@@ -95,6 +102,25 @@ def main(argv=None) -> int:
         f.write(markdown(table, meta))
     print(f"results in {args.out}/policy_quality.json and .md")
     return 0
+
+
+def check_args(args) -> None:
+    from grle_jax.agent import ALL_POLICIES, AgentConfig
+    from grle_jax.config import SCENARIOS, Config
+
+    for name in ("slots", "seeds", "chunk"):
+        if getattr(args, name) < 1:
+            raise ConfigError(name, f"must be at least 1, got {getattr(args, name)}")
+    for sc in args.scenarios:
+        if sc not in SCENARIOS:
+            raise ConfigError("scenarios", f"unknown scenario {sc!r} (choose from {', '.join(SCENARIOS)})")
+    overrides = {k: v for k, v in (("lr", args.lr), ("k", args.k), ("critic_rounds", args.critic_rounds))
+                 if v is not None}
+    for policy in args.policies:
+        if policy not in ALL_POLICIES:
+            raise ConfigError("policies", f"unknown policy {policy!r} (choose from {', '.join(ALL_POLICIES)})")
+        if policy in POLICIES:
+            AgentConfig(policy=policy, **overrides).check(Config().static())
 
 
 def _fmt(row, k, digits=3):

@@ -148,3 +148,16 @@ def test_bad_values_one_line_exit_2(tmp_path, capsys):
         assert len(lines) == 1 and lines[0].startswith(f"error: {field}:"), (argv, err)
     assert sentinel.read_text() == "precious\n"
     assert sorted(os.listdir(out)) == ["metrics.csv"]
+
+
+def test_policy_quality_bad_values_one_line_exit_2(tmp_path, capsys):
+    from benchmarks import policy_quality
+
+    out = tmp_path / "pq"
+    for argv, field in ((["--critic-rounds", "0"], "critic_rounds"), (["--slots", "0"], "slots"),
+                        (["--seeds", "0"], "seeds"), (["--policies", "foo"], "policies"),
+                        (["--scenarios", "mars"], "scenarios"), (["--lr", "-1"], "lr"), (["--k", "500"], "k")):
+        assert policy_quality.main(argv + ["--out", str(out)]) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {field}:"), (argv, err)
+    assert not out.exists()  # nothing written
