@@ -31,8 +31,9 @@ def _csv(path):
         return list(csv.DictReader(f))
 
 
-def test_outputs_checkpoints_and_resume(tmp_path, capsys):
+def test_outputs_checkpoints_and_resume(tmp_path, capsys, monkeypatch):
     full, cut = tmp_path / "full", tmp_path / "cut"
+    monkeypatch.chdir(tmp_path)  # the cut run uses a RELATIVE folder, as users type it (orbax needs absolute)
     rc, out, err = run_cli(SMALL + ["--slots", "100", "--checkpoint-every", "50", "--out", str(full)], capsys)
     assert rc == 0, err
     assert "slots/s" in err and "eta" in err  # the progress bar
@@ -53,11 +54,11 @@ def test_outputs_checkpoints_and_resume(tmp_path, capsys):
 
     # killed after 50 slots (a checkpoint exists), then resumed: the same files, bit for bit
     rc, out, err = run_cli(SMALL + ["--slots", "100", "--checkpoint-every", "50", "--stop-after", "50",
-                                    "--out", str(cut), "--quiet"], capsys)
+                                    "--out", "cut", "--quiet"], capsys)
     assert rc == 0, err
     assert not (cut / "metrics.csv").exists()
     assert os.listdir(cut / "checkpoints") == ["slot_50"]
-    rc, out, err = run_cli(["--resume", str(cut), "--quiet"], capsys)
+    rc, out, err = run_cli(["--resume", "cut", "--quiet"], capsys)
     assert rc == 0, err
     assert (cut / "metrics.csv").read_text() == (full / "metrics.csv").read_text()
     a = json.loads((cut / "summary.json").read_text())

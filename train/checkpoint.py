@@ -49,7 +49,7 @@ def save(directory: str, t: int, state, records: dict, meta: dict | None = None,
     tmp = os.path.join(directory, f".tmp-{PREFIX}{t}-{os.getpid()}")
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
-    _checkpointer().save(os.path.join(tmp, "tree"), tree)
+    _checkpointer().save(os.path.abspath(os.path.join(tmp, "tree")), tree)  # orbax wants absolute paths
     with open(os.path.join(tmp, META), "w") as f:
         json.dump({"t": int(t), "leaves": len(leaves), **(meta or {})}, f)
     if os.path.exists(final):  # same slot written again (e.g. after a resume): replace it
@@ -94,7 +94,7 @@ def restore(directory: str, template):
     errors = []
     for path in reversed(complete(directory)):
         try:
-            tree = _checkpointer().restore(os.path.join(path, "tree"))
+            tree = _checkpointer().restore(os.path.abspath(os.path.join(path, "tree")))
             leaves = [np.asarray(tree["state"][k]) for k in sorted(tree["state"])]
             state = jax.tree_util.tree_unflatten(treedef, leaves)
             records = {k: np.asarray(v) for k, v in tree["records"].items()}
