@@ -135,6 +135,13 @@ def test_quick_and_paper_plans():
     full = ex.plan_from_args(ex.build_parser().parse_args(["devices"]))
     assert full.seeds == 5 and full.slots == 10_000 and full.overdue == ("abort", "keep")
     assert full.n_values == tuple(range(2, 31, 2)) and full.t_values == (20.0, 30.0)
+    assert {c.rounds for c in full.cells("devices")} == {1}
+    # --critic-rounds reaches the learning policies only, and their cells get their own files
+    r4 = ex.plan_from_args(ex.build_parser().parse_args(["devices", "--critic-rounds", "4", "--n-values", "4"]))
+    by_policy = {c.policy: c for c in r4.cells("devices")}
+    assert {p: c.rounds for p, c in by_policy.items()} == {"grle": 4, "grl": 4, "droo": 4, "drooe": 4,
+                                                            "greedy": 1, "random": 1}
+    assert by_policy["grle"].name.endswith("-r4") and not by_policy["greedy"].name.endswith("-r4")
 
 
 @pytest.mark.parametrize("argv,field", [
@@ -150,6 +157,7 @@ def test_quick_and_paper_plans():
     (["devices", "--out", "/no/such/folder/x"], "out"),
     (["devices", "--frobnicate"], "arguments"),
     (["devices", "--workers", "0"], "workers"),
+    (["devices", "--critic-rounds", "0"], "critic_rounds"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, field, capsys, tmp_path):
     assert ex.main(argv) == 2

@@ -84,10 +84,12 @@ class Cell:
     n: int
     t_ms: float
     overdue: str
+    rounds: int = 1  # critic rounds of a learning policy (1: MODEL.md's critic)
 
     @property
     def name(self) -> str:
-        return f"{self.scenario}-{self.policy}-N{self.n}-T{self.t_ms:g}-{self.overdue}"
+        tail = f"-r{self.rounds}" if self.rounds > 1 else ""  # a resume never mixes critics
+        return f"{self.scenario}-{self.policy}-N{self.n}-T{self.t_ms:g}-{self.overdue}{tail}"
 
 
 @dataclass
@@ -104,9 +106,13 @@ class Plan:
     chunk: int
     quiet: bool
     workers: int = 1  # threads compiling distinct programs side by side
+    critic_rounds: int = 1  # of the learning policies (grle_jax.critic); 1 is MODEL.md's critic
 
     def folder(self, exp: str) -> str:
         return os.path.join(self.out, exp) if len(self.experiments) > 1 else self.out
+
+    def _rounds(self, policy: str) -> int:
+        return self.critic_rounds if policy in LEARNING_POLICIES else 1
 
     def cells(self, exp: str) -> list[Cell]:
         """Cells in run order: overdue rule outermost (all of ``abort`` first), then N, policy, T."""
@@ -114,13 +120,13 @@ class Plan:
         if exp == "convergence":
             for od in self.overdue:
                 for p in (self.policies or CONVERGENCE_POLICIES):
-                    out.append(Cell(exp, "base", p, CONVERGENCE_N, CONVERGENCE_T, od))
+                    out.append(Cell(exp, "base", p, CONVERGENCE_N, CONVERGENCE_T, od, self._rounds(p)))
             return out
         for od in self.overdue:
             for n in self.n_values:
                 for p in (self.policies or SWEEP_POLICIES):
                     for t in self.t_values:
-                        out.append(Cell(exp, SWEEPS[exp], p, n, t, od))
+                        out.append(Cell(exp, SWEEPS[exp], p, n, t, od, self._rounds(p)))
         return out
 
 
@@ -152,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="keep finished cells in DIR and run only the others")
     p.add_argument("--chunk", type=int, default=1000, help="slots per compiled chunk (default 1000)")
     p.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
+    p.add_argument("--critic-rounds", type=int, default=1, metavar="R",
+                   help="critic rounds of the learning policies (default 1 = MODEL.md's critic; more is our "
+                        "extension, docs/training.md)")
     p.add_argument("--workers", type=int, default=None,
                    help="threads compiling distinct programs side by side (default: one per CPU core)")
     return p
@@ -217,6 +226,8 @@ def plan_from_args(args) -> Plan:
                 raise ConfigError("policies", f"unknown policy {p!r} (choose from {', '.join(ALL_POLICIES)})")
         if "oracle" in policies:
             _need_oracle("policies")
+    if args.critic_rounds < 1:
+        raise ConfigError("critic_rounds", f"must be at least 1, got {args.critic_rounds}")
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
     if workers < 1:
         raise ConfigError("workers", f"must be at least 1, got {workers}")
@@ -234,7 +245,7 @@ def plan_from_args(args) -> Plan:
                 AgentConfig(policy=p).check(cfg.static())
     return Plan(experiments=exps, policies=policies, n_values=n_values, t_values=t_values, seeds=seeds,
                 slots=slots, overdue=overdue, out=out, resume=bool(args.resume), chunk=args.chunk,
-                quiet=bool(args.quiet), workers=workers)
+                quiet=bool(args.quiet), workers=workers, critic_rounds=args.critic_rounds)
 
 
 def _need_oracle(field: str) -> None:
@@ -260,7 +271,8 @@ def run_cell(cell: Cell, seeds: int, slots: int, chunk: int, normalise: bool = F
 
     cfg = Config.for_scenario(cell.scenario, devices=cell.n, slot_ms=cell.t_ms, overdue=cell.overdue)
     t0 = time.perf_counter()
-    rs = build_runs(cfg, AgentConfig(policy=cell.policy), seeds=seeds, seed=0, normalise=normalise)
+    agent = AgentConfig(policy=cell.policy, critic_rounds=cell.rounds)
+    rs = build_runs(cfg, agent, seeds=seeds, seed=0, normalise=normalise)
     ex = Executor(rs, shard=None)
     _, recs = run_batched(ex, slots, chunk=min(chunk, slots))
     return recs, time.perf_counter() - t0
@@ -408,6 +420,7 @@ def write_experiment(plan: Plan, exp: str, timing: dict) -> dict:
     write_csv(os.path.join(folder, f"{exp}.csv"), rows, CONV_COLUMNS if conv else SWEEP_COLUMNS)
     summary = {
         "experiment": exp, "seeds": plan.seeds, "slots": plan.slots, "overdue": list(plan.overdue),
+        "critic_rounds": plan.critic_rounds,
         "n_values": [CONVERGENCE_N] if conv else list(plan.n_values),
         "t_values": [CONVERGENCE_T] if conv else list(plan.t_values),
         "final_fraction": FINAL_FRACTION, "window": WINDOW, "device": device_kind(),
