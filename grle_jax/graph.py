@@ -81,6 +81,19 @@ def build_graph(static: EnvStatic, params: EnvParams, obs: Observation,
     return graph, live.reshape(-1)
 
 
+def canonical_graph() -> tuple[jraph.GraphsTuple, jnp.ndarray]:
+    """One device, one option, one live edge, all features zero: the smallest graph with the real
+    feature widths, on which a graph network's parameters are initialised (their shapes do not
+    depend on N or P, and flax never reads the input's values to draw them)."""
+    f32 = jnp.float32
+    graph = jraph.GraphsTuple(
+        nodes=jnp.zeros((2, NODE_FEATURES), f32), edges=jnp.zeros((1, EDGE_FEATURES), f32),
+        senders=jnp.zeros((1,), jnp.int32), receivers=jnp.ones((1,), jnp.int32), globals=None,
+        n_node=jnp.asarray([2], jnp.int32), n_edge=jnp.asarray([1], jnp.int32),
+    )
+    return graph, jnp.ones((1,), bool)
+
+
 def union(graphs: jraph.GraphsTuple, masks: jnp.ndarray) -> tuple[jraph.GraphsTuple, jnp.ndarray]:
     """B stacked fixed-shape graphs (every leaf with a leading B axis, as ``vmap(build_graph)``
     returns them) -> ONE graph, their disjoint union, and its edge mask: what ``jraph.batch`` does,

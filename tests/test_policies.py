@@ -43,6 +43,19 @@ def test_shapes_and_options(policy, options):
         assert [int(i) % static.e for i in actor.option_idx] == [static.e - 1] * M
 
 
+@pytest.mark.parametrize("policy", ["grle", "grl"])
+def test_gcn_init_needs_no_graph(policy):
+    """A graph network's variables come from the key and the feature widths alone: initialised on
+    the canonical one-edge graph they equal those initialised on a real slot's graph."""
+    static, params, actor, obs, v = _setup(policy)
+    graph, mask = build_graph(static, params, obs, actor.option_idx)
+    real = actor.module.init(jax.random.key(0), graph, mask)
+    assert actor.shape_free and not make_actor(static, AgentConfig(policy="droo").static(static)).shape_free
+    assert jax.tree_util.tree_structure(real) == jax.tree_util.tree_structure(v)
+    for a, b in zip(jax.tree_util.tree_leaves(real), jax.tree_util.tree_leaves(v)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 @pytest.mark.parametrize("policy", ["grle", "grl", "drooe"])
 def test_apply_batch_equals_one_by_one(policy):
     """The training minibatch runs as one disjoint-union graph (graph.union): the same logits as

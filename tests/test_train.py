@@ -60,6 +60,20 @@ def test_chunks_leave_no_trace_and_runs_are_deterministic(grle_runs):
     assert (rec3["reward_observed"] <= rec3["tasks"] * 0.935 + 1e-4).all()
 
 
+def test_one_init_program_for_every_n_of_the_graph_policies(grle_runs):
+    """GRL/GRLE variables do not depend on N: every executor of a graph policy draws them with ONE
+    shared program (most of an init's compile time). The split init gives the single-program
+    init's numbers (the test above compares ``batched("train")`` with this executor, bit for bit)."""
+    rs, ex = grle_runs
+    other = Executor(build_runs(Config(devices=5, servers=2), AgentConfig(policy="grl"), seeds=4), shard=False)
+    assert ex._vars is other._vars
+    assert Executor(build_runs(CFG, AgentConfig(policy="droo"), seeds=4), shard=False)._vars is None
+    a, b = ex.init().variables, other.init().variables  # same seeds: the same network at N = 3 and 5
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert ex._vars._cache_size() == 1
+
+
 def test_resume_is_bit_identical(grle_runs, tmp_path):
     rs, ex = grle_runs
     ck = str(tmp_path / "ck")

@@ -110,15 +110,24 @@ class Trainer:
         self.reference = fixed_act("oracle") if normalise else None
 
     # --- one run -------------------------------------------------------------------------------
-    def init(self, key: jax.Array, hyper: Hyper) -> RunState:
+    def init_variables(self, key: jax.Array):
+        """The initial variables of a shape-free actor (GRL, GRLE: ``Actor.shape_free``) for the run
+        with key ``key``: no observation needed, so one program serves every N."""
+        return self.actor.init(jax.random.fold_in(key, INIT_TAG))
+
+    def init(self, key: jax.Array, hyper: Hyper, variables=None) -> RunState:
+        """The run's state at slot 0; ``variables`` (from ``init_variables``) may be computed
+        apart, by a program shared with other trainers (``train.sweep.Executor``)."""
         st = reset(self.env)
         kd = jax.random.key_data(key)
         f32 = jnp.float32
         if not self.learning:
             return RunState(env=st, variables={}, opt=(), memory=None, k=jnp.ones((), jnp.int32),
                             k_seen=jnp.zeros((), jnp.int32), loss=jnp.full((), jnp.nan, f32), key=kd)
-        obs = observe(st, sample(jax.random.key(0), hyper.env, st, self.env))
-        variables = self.actor.init(jax.random.fold_in(key, INIT_TAG), obs, hyper.env)
+        obs = observe(st, sample(jax.random.key(0), hyper.env, st, self.env))  # shapes of the memory
+        if variables is None:
+            variables = (self.init_variables(key) if self.actor.shape_free
+                         else self.actor.init(jax.random.fold_in(key, INIT_TAG), obs, hyper.env))
         opt = self.tx.init(ravel_pytree(variables)[0])  # Adam on one flat vector: a small program
         opt.hyperparams["learning_rate"] = jnp.asarray(hyper.agent.lr, f32)
         cap = self.agent.memory_cap

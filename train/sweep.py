@@ -211,16 +211,38 @@ class Executor:
         def init(kd, h):
             return tr.init(jax.random.wrap_key_data(kd), h)
 
+        def init_with(kd, h, v):
+            return tr.init(jax.random.wrap_key_data(kd), h, v)
+
+        def variables(kd):
+            return tr.init_variables(jax.random.wrap_key_data(kd))
+
         flat, treedef = jax.tree_util.tree_flatten(rs.axes, is_leaf=lambda x: x is None)
-        self._key = (tr.key, treedef, tuple(flat), self.shard, tuple(str(d) for d in jax.devices()))
+        layout = (self.shard, tuple(str(d) for d in jax.devices()))
+        self._key = (tr.key, treedef, tuple(flat)) + layout
+        # A graph network's initial variables do not depend on N (Actor.shape_free): they come from
+        # ONE program shared by every N and by GRL and GRLE (drawing them is most of an init's
+        # compile time); the rest of the state from a small program of this trainer.
+        self._vars = None
+        split = tr.learning and tr.actor.shape_free
         if self.shard:
             self.mesh = _mesh()
-            self._init = _cached(self._key + ("init",), lambda: jax.jit(sharded(init, (0, rs.axes), self.mesh),
+
+            def batch(fn, axes):
+                return sharded(fn, axes, self.mesh)
+        else:
+            def batch(fn, axes):
+                return jax.vmap(fn, in_axes=axes)
+
+            self._run = tr.batched("run", rs.axes)
+        if split:
+            self._vars = _cached(("variables", tr.actor.init_key) + layout,
+                                 lambda: jax.jit(batch(variables, (0,)), compiler_options=INIT_OPTIONS))
+            self._init = _cached(self._key + ("init",), lambda: jax.jit(batch(init_with, (0, rs.axes, 0)),
                                                                          compiler_options=INIT_OPTIONS))
         else:
-            self._init = _cached(self._key + ("init",), lambda: jax.jit(jax.vmap(init, in_axes=(0, rs.axes)),
+            self._init = _cached(self._key + ("init",), lambda: jax.jit(batch(init, (0, rs.axes)),
                                                                          compiler_options=INIT_OPTIONS))
-            self._run = tr.batched("run", rs.axes)
 
     # padding repeats the last run (its results are dropped)
     def _padded(self, x, axis_is_batched=True):
@@ -253,8 +275,10 @@ class Executor:
                                       is_leaf=lambda x: x is None)
 
     def init(self) -> RunState:
-        kd = jax.random.key_data(self._padded(self.rs.keys))  # (R', 2) uint32
-        return self._init(self._global(kd), self._hyper_global())
+        kd = self._global(jax.random.key_data(self._padded(self.rs.keys)))  # (R', 2) uint32
+        if self._vars is not None:
+            return self._init(kd, self._hyper_global(), self._vars(kd))
+        return self._init(kd, self._hyper_global())
 
     def run(self, state: RunState, t0: int, length: int):
         if self.shard:

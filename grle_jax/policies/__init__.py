@@ -16,7 +16,7 @@ import numpy as np
 
 from ..agent import AgentStatic, LEARNING_POLICIES, option_index
 from ..config import EnvParams, EnvStatic
-from ..graph import build_graph, live_mask, union
+from ..graph import build_graph, canonical_graph, live_mask, union
 from ..types import Observation
 from .gcn import GCNActor
 from .mlp import DROOActor
@@ -53,9 +53,24 @@ class Actor:
             return self.module.apply(variables, graph, mask).reshape(b, self.static.n, self.options)
         return jax.vmap(self.apply, in_axes=(None, 0, None))(variables, obs, params)
 
-    def init(self, key, obs: Observation, params: EnvParams):
-        if self.policy in ("grl", "grle"):
-            graph, mask = build_graph(self.static, params, obs, self.option_idx)
+    @property
+    def shape_free(self) -> bool:
+        """GRL/GRLE: the network's parameters do not depend on N or on the options (a graph
+        network), so ``init`` needs no observation and one compiled ``init`` serves every N and
+        both GCN policies (``init_key``). DROO/DROOE: the MLP's sizes are N * M in, N * P out."""
+        return self.policy in ("grl", "grle")
+
+    @property
+    def init_key(self) -> tuple:
+        """Everything that fixes ``init``'s program (for a shape-free actor: the module alone)."""
+        return ("gcn", self.module) if self.shape_free else ("actor", self)
+
+    def init(self, key, obs: Observation | None = None, params: EnvParams | None = None):
+        """The network's variables. Flax draws every parameter from ``key`` and its shape, never
+        from the input's values: a GCN is initialised on a canonical one-edge graph (the same
+        feature widths as every real graph), which gives exactly the variables a real graph gives."""
+        if self.shape_free:
+            graph, mask = canonical_graph()
             return self.module.init(key, graph, mask)
         return self.module.init(key, obs, params)
 
