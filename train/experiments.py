@@ -651,65 +651,90 @@ def enable_compile_cache() -> None:
         pass
 
 
+# rough compile cost of a policy's programs, to start the longest first (the exact oracle of the
+# convergence runs adds more); only the order of the compiling phase depends on it
+COMPILE_RANK = {"grle": 6, "grl": 5, "drooe": 4, "droo": 3, "greedy": 2, "oracle": 2, "random": 1}
+
+
+def program_of(cell: Cell) -> tuple:
+    """What fixes a cell's compiled program: T and the scenario are dynamic values, so every sweep
+    shares the programs of one (policy, N, overdue, rounds); convergence runs also carry the oracle."""
+    return (cell.experiment == "convergence", cell.policy, cell.n, cell.overdue, cell.rounds)
+
+
 def run(plan: Plan) -> dict:
     started = time.perf_counter()
     normalise = oracle_available()
     report = {}
+    todo, skipped, cell_times = {}, {}, {}
     for exp in plan.experiments:
         folder = plan.folder(exp)
         cells_dir = os.path.join(folder, "cells")
         if not plan.resume and os.path.isdir(cells_dir):
             shutil.rmtree(cells_dir)  # a fresh run: cells of an earlier run here are stale
         os.makedirs(cells_dir, exist_ok=True)
-        conv = exp == "convergence"
-        t_exp = time.perf_counter()
-        cell_times, skipped = {}, 0
         cells = plan.cells(exp)
-        todo = []
+        todo[exp], skipped[exp], cell_times[exp] = [], 0, {}
         for i, cell in enumerate(cells):
-            if plan.resume and cell_done(os.path.join(cells_dir, cell.name + ".csv"), plan.seeds, plan.slots, conv):
-                skipped += 1
+            if plan.resume and cell_done(os.path.join(cells_dir, cell.name + ".csv"), plan.seeds, plan.slots,
+                                         exp == "convergence"):
+                skipped[exp] += 1
             else:
-                todo.append((i, cell))
+                todo[exp].append((i, cell))
 
-        def one(item):
-            i, cell = item
-            recs, wall = run_cell(cell, plan.seeds, plan.slots, plan.chunk, normalise and conv)
-            rows = (convergence_rows if conv else sweep_rows)(cell, recs, wall)
-            write_csv(os.path.join(cells_dir, cell.name + ".csv"), rows, CONV_COLUMNS if conv else SWEEP_COLUMNS)
-            cell_times[cell.name] = wall
-            if not plan.quiet:
-                extra = ""
-                if not conv:
-                    acc = np.mean([r["final_avg_accuracy"] for r in rows])
-                    ssp = np.mean([r["final_ssp"] for r in rows])
-                    extra = f" accuracy {acc:.4f} SSP {ssp:.4f}"
-                print(f"[{exp} {i + 1}/{len(cells)}] {cell.name}: {plan.seeds} seeds x {plan.slots} slots "
-                      f"in {wall:.1f} s{extra}", flush=True)
+    def one(item):
+        i, cell = item
+        exp = cell.experiment
+        conv = exp == "convergence"
+        recs, wall = run_cell(cell, plan.seeds, plan.slots, plan.chunk, normalise and conv)
+        rows = (convergence_rows if conv else sweep_rows)(cell, recs, wall)
+        write_csv(os.path.join(plan.folder(exp), "cells", cell.name + ".csv"), rows,
+                  CONV_COLUMNS if conv else SWEEP_COLUMNS)
+        cell_times[exp][cell.name] = wall
+        if not plan.quiet:
+            extra = ""
+            if not conv:
+                acc = np.mean([r["final_avg_accuracy"] for r in rows])
+                ssp = np.mean([r["final_ssp"] for r in rows])
+                extra = f" accuracy {acc:.4f} SSP {ssp:.4f}"
+            print(f"[{exp} {i + 1}/{len(plan.cells(exp))}] {cell.name}: {plan.seeds} seeds x {plan.slots} slots "
+                  f"in {wall:.1f} s{extra}", flush=True)
 
-        # Compilation dominates short runs and is mostly single-threaded: the first cell of each
-        # compiled program (policy, N, overdue rule; T and scenario are dynamic values) runs in a
-        # pool of one thread per core, so programs compile side by side; the other cells then
-        # reuse them, one after another.
-        firsts, rest, seen = [], [], set()
-        for item in todo:
-            key = (item[1].policy, item[1].n, item[1].overdue)
-            (rest if key in seen else firsts).append(item)
-            seen.add(key)
-        workers = min(plan.workers, len(firsts))
-        if workers > 1:
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(one, firsts))
-        else:
-            rest = firsts + rest
-        for item in sorted(rest):
-            one(item)
-        timing = {"wall_s": time.perf_counter() - t_exp, "cells_run": len(cell_times), "cells_skipped": skipped,
-                  "cell_wall_s": cell_times}
+    # Compilation dominates short runs. The first cell of every distinct program, over ALL the
+    # experiments, runs in a pool of one thread per core, the costliest programs first, so that the
+    # cores stay busy until the last compile; every other cell then reuses a compiled program, one
+    # after another, experiment by experiment.
+    firsts, seen = [], set()
+    for exp in plan.experiments:
+        for item in todo[exp]:
+            key = program_of(item[1])
+            if key not in seen:
+                firsts.append(item)
+                seen.add(key)
+    workers = min(plan.workers, len(firsts))
+    if workers > 1:
+        order = sorted(firsts, key=lambda it: (-(it[1].experiment == "convergence"),
+                                               -COMPILE_RANK.get(it[1].policy, 0), -it[1].n))
+        t_pool = time.perf_counter()
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, order))
+        if not plan.quiet:
+            print(f"compiled {len(firsts)} programs ({workers} threads) in {time.perf_counter() - t_pool:.1f} s",
+                  flush=True)
+        done = {id(it) for it in firsts}
+    else:
+        done = set()
+    for exp in plan.experiments:
+        for item in todo[exp]:
+            if id(item) not in done:
+                one(item)
+        times = cell_times[exp]
+        timing = {"wall_s": float(sum(times.values())), "cells_run": len(times), "cells_skipped": skipped[exp],
+                  "cell_wall_s": times}
         report[exp] = write_experiment(plan, exp, timing)
         if not plan.quiet:
-            print(f"{exp}: {len(cells)} cells ({skipped} already done) in {timing['wall_s']:.1f} s "
-                  f"-> {folder}", flush=True)
+            print(f"{exp}: {len(plan.cells(exp))} cells ({skipped[exp]} already done), {timing['wall_s']:.1f} s "
+                  f"of cell time -> {plan.folder(exp)}", flush=True)
     total = time.perf_counter() - started
     if len(plan.experiments) > 1:
         from .outputs import device_kind, write_json
@@ -718,7 +743,7 @@ def run(plan: Plan) -> dict:
                    {"wall_s": total, "device": device_kind(), "seeds": plan.seeds, "slots": plan.slots,
                     "n_values": list(plan.n_values), "t_values": list(plan.t_values),
                     "overdue": list(plan.overdue),
-                    "experiments": {e: r["timing"]["wall_s"] for e, r in report.items()}})
+                    "experiments_cell_s": {e: r["timing"]["wall_s"] for e, r in report.items()}})
     if not plan.quiet:
         print(f"total {total:.1f} s", flush=True)
     return report
