@@ -53,14 +53,21 @@ def run_policy(policy: str, scenarios: list[str], slots: int, seeds: int, chunk:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.policy_quality", description=__doc__.split("\n\n")[0])
     p.add_argument("--policies", nargs="+", default=list(POLICIES) + list(BASELINES))
-    p.add_argument("--scenarios", nargs="+", default=["base", "csi"])
+    p.add_argument("--scenarios", nargs="+", default=["base", "capacity", "csi"])
     p.add_argument("--slots", type=int, default=10_000)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--chunk", type=int, default=500)
     p.add_argument("--lr", type=float, default=None, help="learning rate of the learning policies (default 1e-3)")
     p.add_argument("--k", type=int, default=None, help="K of the learning policies (default N)")
     p.add_argument("--critic-rounds", type=int, default=None,
-                   help="critic rounds of the learning policies (default 1, MODEL.md's critic)")
+                   help="critic rounds of the learning policies (default: the variant's)")
+    p.add_argument("--variant", default=None, help="ours or paper for every learning policy (default: each "
+                                                    "policy's own, ours for grle/grl, paper for droo/drooe)")
+    p.add_argument("--loss", default=None, help="softmax or bce (default: the variant's)")
+    p.add_argument("--greedy-candidate", action=argparse.BooleanOptionalAction, default=None,
+                   help="the sequential decode as a critic candidate (default: the variant's)")
+    p.add_argument("--samples", type=int, default=None, help="softmax samples as critic candidates (default: the variant's)")
+    p.add_argument("--lookahead", type=float, default=None, help="the critic's look-ahead weight (default: the variant's)")
     p.add_argument("--out", default="results/policy_quality", metavar="DIR")
     p.add_argument("--full-oracle", action="store_true",
                    help="run the oracle every slot (default: in the final window only, all the metrics need)")
@@ -77,31 +84,55 @@ def main(argv=None) -> int:
     from train.grle import per_run_metrics, summarise_groups
     from train.outputs import device_kind, write_json
 
-    overrides = {k: v for k, v in (("lr", args.lr), ("k", args.k), ("critic_rounds", args.critic_rounds))
-                 if v is not None}
+    overrides = learner_overrides(args)
     os.makedirs(args.out, exist_ok=True)
     table = []
     for policy in args.policies:
         recs, runs, wall = run_policy(policy, args.scenarios, args.slots, args.seeds, min(args.chunk, args.slots),
                                       args.quiet, overrides, args.full_oracle)
-        _, summ = per_run_metrics(recs, 20.0, 50, True)
+        cols, summ = per_run_metrics(recs, 20.0, 50, True)
+        summ["worst_window_500"] = worst_window(cols["normalised_reward"])
         np.savez_compressed(os.path.join(args.out, f"{policy}_records.npz"), **recs)
         for g in summarise_groups(summ, runs):
             row = {"policy": policy, "scenario": g["point"]["scenario"], "seeds": len(g["runs"]), "wall_s": wall,
-                   **{k: {"mean": g["metrics"][k]["mean"], "ci95": g["metrics"][k]["ci95"]} for k in METRICS}}
+                   **{k: {"mean": g["metrics"][k]["mean"], "ci95": g["metrics"][k]["ci95"]} for k in METRICS},
+                   "per_seed": {k: [float(summ[k][r]) for r in g["runs"]]
+                                for k in ("final_normalised_reward", "worst_window_500", "final_avg_accuracy")}}
             table.append(row)
             print(f"{policy:>6} {row['scenario']:>5}: normalised reward {_fmt(row, 'final_normalised_reward')} "
                   f"(MA50 at the end {_fmt(row, 'normalised_reward_ma50_final')})  SSP {_fmt(row, 'final_ssp')}  "
                   f"accuracy {_fmt(row, 'final_avg_accuracy')}  throughput {_fmt(row, 'final_throughput_per_s', 1)}/s"
                   f"  [{wall:.0f} s]", flush=True)
+            print(f"{'':>13} per seed: normalised reward "
+                  + " ".join(f"{x:.3f}" for x in row["per_seed"]["final_normalised_reward"])
+                  + "; worst 500-slot window after slot 1,000 "
+                  + " ".join(f"{x:.3f}" for x in row["per_seed"]["worst_window_500"]), flush=True)
     meta = {"slots": args.slots, "seeds": args.seeds, "scenarios": args.scenarios, "agent": overrides,
             "device": device_kind(), "setting": "N=14 M=2 E=5 T=20ms D=30ms overdue=abort"
-            + (f" critic_rounds={args.critic_rounds}" if args.critic_rounds else "")}
+            + "".join(f" {k}={v}" for k, v in overrides.items())}
     write_json(os.path.join(args.out, "policy_quality.json"), {"meta": meta, "rows": table})
     with open(os.path.join(args.out, "policy_quality.md"), "w") as f:
         f.write(markdown(table, meta))
     print(f"results in {args.out}/policy_quality.json and .md")
     return 0
+
+
+def learner_overrides(args) -> dict:
+    """The learning flags given on the command line (the others: each policy's defaults)."""
+    names = ("lr", "k", "critic_rounds", "variant", "loss", "greedy_candidate", "samples", "lookahead")
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+
+
+def worst_window(norm, start: int = 1000, width: int = 500):
+    """(R,) the lowest mean normalised reward over any ``width`` consecutive slots from slot
+    ``start`` on (NaN where the oracle did not run there: use --full-oracle)."""
+    import numpy as np
+
+    x = np.asarray(norm, np.float64)[:, start:]
+    if x.shape[1] < width or np.isnan(x).any():
+        return np.full(x.shape[0], np.nan)
+    c = np.cumsum(np.pad(x, ((0, 0), (1, 0))), axis=1)
+    return ((c[:, width:] - c[:, :-width]) / width).min(axis=1)
 
 
 def check_args(args) -> None:
@@ -114,8 +145,7 @@ def check_args(args) -> None:
     for sc in args.scenarios:
         if sc not in SCENARIOS:
             raise ConfigError("scenarios", f"unknown scenario {sc!r} (choose from {', '.join(SCENARIOS)})")
-    overrides = {k: v for k, v in (("lr", args.lr), ("k", args.k), ("critic_rounds", args.critic_rounds))
-                 if v is not None}
+    overrides = learner_overrides(args)
     for policy in args.policies:
         if policy not in ALL_POLICIES:
             raise ConfigError("policies", f"unknown policy {policy!r} (choose from {', '.join(ALL_POLICIES)})")

@@ -33,6 +33,18 @@ EARLY_EXIT_POLICIES = ("grle", "drooe")  # the others offer the final exit only
 # fields of AgentConfig a sweep may vary inside one compiled program
 DYNAMIC_FIELDS = ("lr", "k", "adaptive_k", "k_delta", "train_every", "batch", "memory")
 
+GRAPH_POLICIES = ("grle", "grl")
+INGREDIENTS = ("loss", "greedy_candidate", "samples", "critic_rounds", "lookahead")
+VARIANTS = ("ours", "paper")
+LOSSES = ("softmax", "bce")
+# The ingredients each variant sets (docs/training.md, "Our GRLE"; docs/model.md section 5). "paper" is
+# MODEL.md section 5 exactly: independent sigmoids + binary cross-entropy, the order-preserving
+# quantiser's K candidates, one critic round, the per-slot reward. "ours" is what the ablation kept.
+VARIANT_DEFAULTS = {
+    "paper": dict(loss="bce", greedy_candidate=False, samples=0, critic_rounds=1, lookahead=0.0),
+    "ours": dict(loss="softmax", greedy_candidate=True, samples=0, critic_rounds=2, lookahead=3.0),
+}
+
 
 def policy_options(policy: str, static: EnvStatic) -> int:
     """P: options per device the policy offers (M*E with early exits, M with the final exit)."""
@@ -63,7 +75,14 @@ class AgentConfig:
     train_every: int = 10  # one Adam step every this many slots
     batch: int = 32  # minibatch size
     memory: int = 128  # replay memory size (ring buffer)
-    critic_rounds: int = 1  # 1: MODEL.md's critic; more: our local-search extension (grle_jax.critic)
+    # The variant and its ingredients (None: the variant's value, VARIANT_DEFAULTS). variant None:
+    # "ours" for the graph learners (GRLE, GRL), "paper" for DROO and DROOE (the paper's baselines).
+    variant: str | None = None
+    loss: str | None = None  # "softmax": per-device softmax over live options + cross-entropy; "bce": eq. 16
+    greedy_candidate: bool | None = None  # the critic also scores the sequential (greedy) decode's decision
+    samples: int | None = None  # the critic also scores this many Gumbel-max samples of the actor's softmax
+    critic_rounds: int | None = None  # 1: MODEL.md's critic; more: our local-search extension (grle_jax.critic)
+    lookahead: float | None = None  # the critic's score: R - lookahead * ES backlog left past the next slot / D
     mlp_hidden: tuple[int, ...] = (120, 80)  # DROO / DROOE
     gcn_hidden: tuple[int, ...] = (128, 64)  # GRL / GRLE graph convolutions
     head_hidden: int = 64  # GRL / GRLE edge MLP
@@ -88,7 +107,19 @@ class AgentConfig:
         _int_at_least("train_every", self.train_every, 1)
         _int_at_least("batch", self.batch, 1)
         _int_at_least("memory", self.memory, 1)
-        _int_at_least("critic_rounds", self.critic_rounds, 1)
+        if self.variant is not None and self.variant not in VARIANTS:
+            raise ConfigError("variant", f"unknown variant {self.variant!r} (choose from {', '.join(VARIANTS)})")
+        if self.loss is not None and self.loss not in LOSSES:
+            raise ConfigError("loss", f"unknown loss {self.loss!r} (choose from {', '.join(LOSSES)})")
+        if self.greedy_candidate is not None and not isinstance(self.greedy_candidate, (bool, np.bool_)):
+            raise ConfigError("greedy_candidate", f"must be true or false, got {self.greedy_candidate!r}")
+        if self.samples is not None:
+            _int_at_least("samples", self.samples, 0)
+        if self.critic_rounds is not None:
+            _int_at_least("critic_rounds", self.critic_rounds, 1)
+        if self.lookahead is not None and (not _num(self.lookahead) or not math.isfinite(self.lookahead)
+                                           or self.lookahead < 0):
+            raise ConfigError("lookahead", f"must be a finite number >= 0, got {self.lookahead!r}")
         for name in ("mlp_hidden", "gcn_hidden"):
             v = getattr(self, name)
             if not isinstance(v, tuple) or not v:
@@ -100,6 +131,18 @@ class AgentConfig:
     @property
     def learning(self) -> bool:
         return self.policy in LEARNING_POLICIES
+
+    @property
+    def resolved_variant(self) -> str:
+        if self.variant is not None:
+            return self.variant
+        return "ours" if self.policy in GRAPH_POLICIES else "paper"
+
+    def ingredient(self, name: str):
+        """The value of one ingredient (loss, greedy_candidate, samples, critic_rounds, lookahead):
+        the field if given, else the variant's."""
+        v = getattr(self, name)
+        return VARIANT_DEFAULTS[self.resolved_variant][name] if v is None else v
 
     def k_for(self, static: EnvStatic) -> int:
         """The (initial) K, checked against K_max of this network."""
@@ -130,7 +173,10 @@ class AgentConfig:
             policy=self.policy, options=policy_options(self.policy, env), k_cap=kc,
             batch_cap=max(batch_cap or 0, self.batch), memory_cap=max(memory_cap or 0, self.memory),
             mlp_hidden=self.mlp_hidden, gcn_hidden=self.gcn_hidden, head_hidden=self.head_hidden,
-            critic_rounds=self.critic_rounds if self.learning else 1,
+            critic_rounds=self.ingredient("critic_rounds") if self.learning else 1,
+            loss=self.ingredient("loss"), greedy_candidate=bool(self.ingredient("greedy_candidate")) and self.learning,
+            samples=int(self.ingredient("samples")) if self.learning else 0,
+            lookahead=float(self.ingredient("lookahead")) if self.learning else 0.0,
         )
 
     def params(self, env: EnvStatic) -> "AgentParams":
@@ -162,7 +208,14 @@ class AgentConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(unknown[0], f"unknown agent field (known: {', '.join(sorted(known))})")
+        if "variant" not in d:  # written before variants existed: MODEL.md's learners, i.e. "paper"
+            d = {**d, "variant": "paper"}
         return AgentConfig(**d)
+
+    def explicit(self) -> "AgentConfig":
+        """The same configuration with the variant and every ingredient written out (what
+        config.json stores, so a run folder says exactly what ran, whatever later defaults are)."""
+        return self.replace(variant=self.resolved_variant, **{k: self.ingredient(k) for k in INGREDIENTS})
 
 
 class AgentStatic(NamedTuple):
@@ -177,6 +230,10 @@ class AgentStatic(NamedTuple):
     gcn_hidden: tuple = (128, 64)
     head_hidden: int = 64
     critic_rounds: int = 1  # quantise-and-score rounds per slot (1: MODEL.md's critic)
+    loss: str = "bce"  # "bce" (MODEL.md eq. 16) or "softmax" (per-device softmax + cross-entropy)
+    greedy_candidate: bool = False  # the sequential decode's decision joins the critic's first round
+    samples: int = 0  # Gumbel-max samples of the actor's softmax joining the first round
+    lookahead: float = 0.0  # weight of the ES backlog left past the next slot in the critic's score
 
     @property
     def learning(self) -> bool:

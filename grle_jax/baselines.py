@@ -44,33 +44,49 @@ def greedy_policy(key: jax.Array, static: EnvStatic, params: EnvParams, obs: Obs
     values over the devices placed so far; ties to the earlier finish F of its own task, then the
     lower ES, then the lower exit (i.e. the lower option index)."""
     del key
-    n, n_opt = static.n, static.options
-    mask = reachable(static, obs.L)
+    return sequential_decode(static, params, obs, jnp.arange(static.options, dtype=jnp.int32))
+
+
+def sequential_decode(static: EnvStatic, params: EnvParams, obs: Observation, options: jnp.ndarray,
+                      lookahead: float | None = None) -> jnp.ndarray:
+    """Greedy's sequential placement over a subset of options: devices in ``greedy_order``, each
+    takes the option among ``options`` ((P,) environment option indices) that maximises the score
+    of the devices placed so far, ties to its own earlier finish F, then the lower position in
+    ``options``. The score is R on observed values, or with ``lookahead`` the critic's score
+    ``R - lookahead * carry / D`` (``dynamics.lookahead_score``). Returns (N,) POSITIONS in
+    ``options`` (-1 for a device with no task or no reachable option): with every option, positions
+    are the option indices, and with ``lookahead=None`` this is exactly ``greedy_policy``."""
+    from .dynamics import lookahead_score
+
+    n = static.n
+    mask = reachable(static, obs.L)[:, options]  # (N, P)
     order = greedy_order(static, obs)
-    options = jnp.arange(n_opt, dtype=jnp.int32)
 
     def place(i, carry):
-        decision, placed = carry
+        decision, placed = carry  # decision: (N,) environment options, -1 for none yet
         d = order[i]
         include = placed.at[d].set(True)
 
         def try_option(o):
             out = evaluate(static, params, obs, decision.at[d].set(o), include)
-            return out.reward, out.F[d]
+            value = out.reward if lookahead is None else lookahead_score(params, out, lookahead)
+            return value, out.F[d]
 
         R, F = jax.vmap(try_option)(options)
         R = jnp.where(mask[d], R, -jnp.inf)
         best_R = jnp.max(R)
         F_tie = jnp.where(R == best_R, F, jnp.inf)
         best_F = jnp.min(F_tie)
-        pick = jnp.argmax((R == best_R) & (F_tie == best_F))  # first = lowest option index
+        pick = jnp.argmax((R == best_R) & (F_tie == best_F))  # first = lowest position
         can = obs.active[d] & jnp.any(mask[d])
-        decision = decision.at[d].set(jnp.where(can, pick.astype(jnp.int32), -1))
+        decision = decision.at[d].set(jnp.where(can, options[pick].astype(jnp.int32), -1))
         return decision, include
 
     decision0 = jnp.full((n,), -1, jnp.int32)
     decision, _ = jax.lax.fori_loop(0, n, place, (decision0, jnp.zeros((n,), bool)))
-    return decision
+    # environment options -> positions in ``options``
+    pos = jnp.argmax(decision[:, None] == options[None, :], axis=1).astype(jnp.int32)
+    return jnp.where(decision >= 0, pos, -1)
 
 
 POLICIES = {"random": random_policy, "greedy": greedy_policy}

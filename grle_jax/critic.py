@@ -31,31 +31,45 @@ class CriticOut(NamedTuple):
     reward: jnp.ndarray  # () its reward on observed values
     first_pos: jnp.ndarray  # () int32: 1-based position of the best candidate of the FIRST round
     first_reward: jnp.ndarray  # () the first round's best reward (= reward when rounds == 1)
-    used: jnp.ndarray  # () int32: candidates scored per round (valid and within K)
+    used: jnp.ndarray  # () int32: candidates scored in the first round (valid and within K, + extra)
+    quant_pos: jnp.ndarray  # () int32: 1-based position of the quantiser's best in the first round (adaptive K)
 
 
 def critic(scores: jnp.ndarray, logits: jnp.ndarray, live: jnp.ndarray, k: jnp.ndarray, k_cap: int,
-           rounds: int, score_fn: Callable[[jnp.ndarray], jnp.ndarray]) -> CriticOut:
+           rounds: int, score_fn: Callable[[jnp.ndarray], jnp.ndarray],
+           extra: jnp.ndarray | None = None) -> CriticOut:
     """scores, logits, live: (N, P); ``k`` the current K (dynamic, <= k_cap); ``score_fn`` maps
-    (k_cap, N) policy-space candidates to (k_cap,) rewards on observed values in one call."""
+    (C, N) policy-space candidates to (C,) scores on observed values in one call. ``extra`` (X, N):
+    further candidates (our extension: the sequential decode's decision, samples of the actor's
+    softmax), valid decisions, scored in the FIRST round with the K quantised ones, after them
+    (positions k_cap + 1 ...; ties keep the quantiser's)."""
     within = jnp.arange(k_cap) < k
 
-    def one_round(base):
+    def one_round(base, extra=None):
         cands, valid = quantize(scores, live, k_cap, logits, base=base)
-        R = score_fn(cands)
         use = valid & within
+        if extra is not None:
+            cands = jnp.concatenate([cands, extra.astype(cands.dtype)], axis=0)
+            use = jnp.concatenate([use, jnp.ones((extra.shape[0],), bool)])
+        R = score_fn(cands)
         best = jnp.argmax(jnp.where(use, R, -jnp.inf))  # first best = lowest position
-        return cands[best], R[best], best, use
+        return cands[best], R[best], best, use, R
 
-    decision, reward, best, use = one_round(None)
-    first = CriticOut(decision=decision, reward=reward, first_pos=(best + 1).astype(jnp.int32),
-                      first_reward=reward, used=use.sum().astype(jnp.int32))
+    decision, reward, best, use, R = one_round(None, extra)
+    pos = (best + 1).astype(jnp.int32)
+    quant_pos = pos
+    if extra is not None:  # an extra candidate's position counts after the quantiser's USED ones
+        used_q = use[:k_cap].sum().astype(jnp.int32)
+        pos = jnp.where(best < k_cap, pos, used_q + (best - k_cap + 1)).astype(jnp.int32)
+        quant_pos = (jnp.argmax(jnp.where(use[:k_cap], R[:k_cap], -jnp.inf)) + 1).astype(jnp.int32)
+    first = CriticOut(decision=decision, reward=reward, first_pos=pos, first_reward=reward,
+                      used=use.sum().astype(jnp.int32), quant_pos=quant_pos)
     if rounds == 1:
         return first
 
     def more(_, carry):
         d, r = carry
-        d2, r2, _, _ = one_round(d)  # candidate 1 is d itself, so r2 >= r
+        d2, r2, _, _, _ = one_round(d)  # candidate 1 is d itself, so r2 >= r
         return d2, r2
 
     decision, reward = jax.lax.fori_loop(0, rounds - 1, more, (decision, reward))

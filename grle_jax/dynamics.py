@@ -179,11 +179,15 @@ def evaluate(static: EnvStatic, params: EnvParams, obs: Observation, option: jnp
     )
 
 
-def score(static: EnvStatic, params: EnvParams, obs: Observation, option: jnp.ndarray) -> jnp.ndarray:
-    """R on observed values. ``option`` may be (N,) or (K, N): K candidates are scored in one call."""
-    if option.ndim == 1:
-        return evaluate(static, params, obs, option).reward
-    return jax.vmap(lambda o: evaluate(static, params, obs, o).reward)(option)
+def score(static: EnvStatic, params: EnvParams, obs: Observation, option: jnp.ndarray,
+          lookahead: float | None = None) -> jnp.ndarray:
+    """R on observed values (with ``lookahead``, the critic's ``lookahead_score``). ``option`` may be
+    (N,) or (K, N): K candidates are scored in one call."""
+    def one(o):
+        out = evaluate(static, params, obs, o)
+        return out.reward if lookahead is None else lookahead_score(params, out, lookahead)
+
+    return one(option) if option.ndim == 1 else jax.vmap(one)(option)
 
 
 def reachable(static: EnvStatic, L: jnp.ndarray) -> jnp.ndarray:
@@ -195,3 +199,16 @@ def split_option(static: EnvStatic, option: jnp.ndarray) -> tuple[jnp.ndarray, j
     """Option index -> (ES index, exit index); -1 stays -1 in both."""
     none = option < 0
     return jnp.where(none, -1, option // static.e), jnp.where(none, -1, option % static.e)
+
+
+def carry_over(params: EnvParams, out: Outcome) -> jnp.ndarray:
+    """() ms of ES time a decision leaves past the next slot's generation instant, summed over the
+    ES: ``sum_m max(es_after[m] - T, 0)``, the backlog the next slot inherits (``advance``)."""
+    return jnp.sum(jnp.maximum(out.es_after - params.slot_ms, 0.0), axis=-1)
+
+
+def lookahead_score(params: EnvParams, out: Outcome, lookahead) -> jnp.ndarray:
+    """The critic's score with a look-ahead term (our extension, docs/model.md section 5):
+    ``R - lookahead * carry_over / D``. R alone is myopic: under load it keeps a task that cannot
+    meet its deadline running until the deadline, which the next slot's tasks then wait for."""
+    return out.reward - lookahead * carry_over(params, out) / params.deadline_ms

@@ -135,13 +135,21 @@ def test_quick_and_paper_plans():
     full = ex.plan_from_args(ex.build_parser().parse_args(["devices"]))
     assert full.seeds == 5 and full.slots == 10_000 and full.overdue == ("abort", "keep")
     assert full.n_values == tuple(range(2, 31, 2)) and full.t_values == (20.0, 30.0)
-    assert {c.rounds for c in full.cells("devices")} == {1}
+    assert {c.rounds for c in full.cells("devices")} == {None}  # each variant's own
+    # default variants: ours for the graph learners (cells end in -ours), the paper's for DROO/DROOE;
+    # cells of the paper variant keep the names they had before the variants existed
+    names = {c.policy: c.name for c in full.cells("devices") if c.n == 4 and c.t_ms == 20 and c.overdue == "abort"}
+    assert names["grle"].endswith("-abort-ours") and names["droo"].endswith("-abort")
+    paper = ex.plan_from_args(ex.build_parser().parse_args(["devices", "--variant", "paper", "--n-values", "4"]))
+    assert all(c.name.endswith("-abort") or c.name.endswith("-keep") for c in paper.cells("devices"))
+    assert {c.agent.resolved_variant for c in paper.cells("devices") if c.policy == "grle"} == {"paper"}
     # --critic-rounds reaches the learning policies only, and their cells get their own files
     r4 = ex.plan_from_args(ex.build_parser().parse_args(["devices", "--critic-rounds", "4", "--n-values", "4"]))
     by_policy = {c.policy: c for c in r4.cells("devices")}
     assert {p: c.rounds for p, c in by_policy.items()} == {"grle": 4, "grl": 4, "droo": 4, "drooe": 4,
-                                                            "greedy": 1, "random": 1}
-    assert by_policy["grle"].name.endswith("-r4") and not by_policy["greedy"].name.endswith("-r4")
+                                                            "greedy": None, "random": None}
+    assert by_policy["grle"].name.endswith("-ours-r4") and by_policy["droo"].name.endswith("-r4")
+    assert not by_policy["greedy"].name.endswith("-r4")
 
 
 @pytest.mark.parametrize("argv,field", [
@@ -158,6 +166,7 @@ def test_quick_and_paper_plans():
     (["devices", "--frobnicate"], "arguments"),
     (["devices", "--workers", "0"], "workers"),
     (["devices", "--critic-rounds", "0"], "critic_rounds"),
+    (["devices", "--variant", "best"], "variant"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, field, capsys, tmp_path):
     assert ex.main(argv) == 2

@@ -18,7 +18,7 @@ from train.sweep import Executor, build_runs, chunk_plan, concat_records, run_ba
 
 CFG = Config(devices=3, servers=2)
 # adaptive K (k_cap = K_max), so one compiled program serves every test here and in test_train_cli
-AGENT = AgentConfig(policy="grle", k=4, adaptive_k=True, k_delta=8, train_every=5, batch=8, memory=32)
+AGENT = AgentConfig(policy="grle", variant="paper", k=4, adaptive_k=True, k_delta=8, train_every=5, batch=8, memory=32)
 
 
 @pytest.fixture(scope="module")

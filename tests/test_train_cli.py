@@ -16,7 +16,7 @@ from train.grle import default_out, main
 from grle_jax.config import Config
 
 # the settings of tests/test_train.py's AGENT, as flags
-SMALL = ["--policy", "grle", "--devices", "3", "--k", "4", "--adaptive-k", "--k-delta", "8", "--train-every", "5",
+SMALL = ["--policy", "grle", "--variant", "paper", "--devices", "3", "--k", "4", "--adaptive-k", "--k-delta", "8", "--train-every", "5",
          "--batch", "8", "--memory", "32", "--seeds", "4", "--chunk", "50"]
 
 

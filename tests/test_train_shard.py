@@ -19,7 +19,7 @@ SETUP = textwrap.dedent("""
     from grle_jax.config import Config
     from train.sweep import Executor, build_runs, run_batched
     CFG = Config(devices=3, servers=2)
-    AGENT = AgentConfig(policy="grle", k=4, adaptive_k=True, k_delta=8, train_every=5, batch=8, memory=32)
+    AGENT = AgentConfig(policy="grle", variant="paper", k=4, adaptive_k=True, k_delta=8, train_every=5, batch=8, memory=32)
 """)
 
 
@@ -90,7 +90,7 @@ def test_two_processes_equal_one(tmp_path):
     from train.sweep import Executor, build_runs, run_batched
 
     rs = build_runs(Config(devices=3, servers=2),
-                    AgentConfig(policy="grle", k=4, adaptive_k=True, k_delta=8, train_every=5, batch=8, memory=32),
+                    AgentConfig(policy="grle", variant="paper", k=4, adaptive_k=True, k_delta=8, train_every=5, batch=8, memory=32),
                     seeds=4, seed=0)
     _, ref = run_batched(Executor(rs, shard=False), 100, chunk=50)
     got = np.load(out)

@@ -84,11 +84,19 @@ class Cell:
     n: int
     t_ms: float
     overdue: str
-    rounds: int = 1  # critic rounds of a learning policy (1: MODEL.md's critic)
+    rounds: int | None = None  # critic rounds of a learning policy (None: its variant's)
+    variant: str | None = None  # of a learning policy (None: its default, ours for GRLE/GRL)
+
+    @property
+    def agent(self) -> AgentConfig:
+        return AgentConfig(policy=self.policy, variant=self.variant, critic_rounds=self.rounds)
 
     @property
     def name(self) -> str:
-        tail = f"-r{self.rounds}" if self.rounds > 1 else ""  # a resume never mixes critics
+        # a resume never mixes learners: our variant's cells end in -ours (cells written before the
+        # variants existed ran the paper's learners and keep their names), explicit rounds in -rR
+        tail = "-ours" if self.agent.resolved_variant == "ours" else ""
+        tail += f"-r{self.rounds}" if self.rounds is not None and self.rounds > 1 else ""
         return f"{self.scenario}-{self.policy}-N{self.n}-T{self.t_ms:g}-{self.overdue}{tail}"
 
 
@@ -106,13 +114,17 @@ class Plan:
     chunk: int
     quiet: bool
     workers: int = 1  # threads compiling distinct programs side by side
-    critic_rounds: int = 1  # of the learning policies (grle_jax.critic); 1 is MODEL.md's critic
+    critic_rounds: int | None = None  # of the learning policies (grle_jax.critic); None: the variant's
+    variant: str | None = None  # of the learning policies; None: each policy's default
 
     def folder(self, exp: str) -> str:
         return os.path.join(self.out, exp) if len(self.experiments) > 1 else self.out
 
-    def _rounds(self, policy: str) -> int:
-        return self.critic_rounds if policy in LEARNING_POLICIES else 1
+    def _rounds(self, policy: str) -> int | None:
+        return self.critic_rounds if policy in LEARNING_POLICIES else None
+
+    def _variant(self, policy: str) -> str | None:
+        return self.variant if policy in LEARNING_POLICIES else None
 
     def cells(self, exp: str) -> list[Cell]:
         """Cells in run order: overdue rule outermost (all of ``abort`` first), then N, policy, T."""
@@ -120,13 +132,13 @@ class Plan:
         if exp == "convergence":
             for od in self.overdue:
                 for p in (self.policies or CONVERGENCE_POLICIES):
-                    out.append(Cell(exp, "base", p, CONVERGENCE_N, CONVERGENCE_T, od, self._rounds(p)))
+                    out.append(Cell(exp, "base", p, CONVERGENCE_N, CONVERGENCE_T, od, self._rounds(p), self._variant(p)))
             return out
         for od in self.overdue:
             for n in self.n_values:
                 for p in (self.policies or SWEEP_POLICIES):
                     for t in self.t_values:
-                        out.append(Cell(exp, SWEEPS[exp], p, n, t, od, self._rounds(p)))
+                        out.append(Cell(exp, SWEEPS[exp], p, n, t, od, self._rounds(p), self._variant(p)))
         return out
 
 
@@ -158,9 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="keep finished cells in DIR and run only the others")
     p.add_argument("--chunk", type=int, default=1000, help="slots per compiled chunk (default 1000)")
     p.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
-    p.add_argument("--critic-rounds", type=int, default=1, metavar="R",
-                   help="critic rounds of the learning policies (default 1 = MODEL.md's critic; more is our "
-                        "extension, docs/training.md)")
+    p.add_argument("--critic-rounds", type=int, default=None, metavar="R",
+                   help="critic rounds of the learning policies (default: each variant's, ours 2, paper 1)")
+    p.add_argument("--variant", default=None, metavar="V",
+                   help="ours or paper for every learning policy (default: ours for grle/grl, paper for droo/drooe)")
     p.add_argument("--workers", type=int, default=None,
                    help="threads compiling distinct programs side by side (default: one per CPU core)")
     return p
@@ -226,8 +239,10 @@ def plan_from_args(args) -> Plan:
                 raise ConfigError("policies", f"unknown policy {p!r} (choose from {', '.join(ALL_POLICIES)})")
         if "oracle" in policies:
             _need_oracle("policies")
-    if args.critic_rounds < 1:
+    if args.critic_rounds is not None and args.critic_rounds < 1:
         raise ConfigError("critic_rounds", f"must be at least 1, got {args.critic_rounds}")
+    if args.variant is not None:
+        AgentConfig(policy="grle", variant=args.variant)  # one line naming the field if unknown
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
     if workers < 1:
         raise ConfigError("workers", f"must be at least 1, got {workers}")
@@ -245,7 +260,7 @@ def plan_from_args(args) -> Plan:
                 AgentConfig(policy=p).check(cfg.static())
     return Plan(experiments=exps, policies=policies, n_values=n_values, t_values=t_values, seeds=seeds,
                 slots=slots, overdue=overdue, out=out, resume=bool(args.resume), chunk=args.chunk,
-                quiet=bool(args.quiet), workers=workers, critic_rounds=args.critic_rounds)
+                quiet=bool(args.quiet), workers=workers, critic_rounds=args.critic_rounds, variant=args.variant)
 
 
 def _need_oracle(field: str) -> None:
@@ -271,7 +286,7 @@ def run_cell(cell: Cell, seeds: int, slots: int, chunk: int, normalise: bool = F
 
     cfg = Config.for_scenario(cell.scenario, devices=cell.n, slot_ms=cell.t_ms, overdue=cell.overdue)
     t0 = time.perf_counter()
-    agent = AgentConfig(policy=cell.policy, critic_rounds=cell.rounds)
+    agent = cell.agent
     rs = build_runs(cfg, agent, seeds=seeds, seed=0, normalise=normalise)
     ex = Executor(rs, shard=None)
     _, recs = run_batched(ex, slots, chunk=min(chunk, slots))
@@ -420,7 +435,7 @@ def write_experiment(plan: Plan, exp: str, timing: dict) -> dict:
     write_csv(os.path.join(folder, f"{exp}.csv"), rows, CONV_COLUMNS if conv else SWEEP_COLUMNS)
     summary = {
         "experiment": exp, "seeds": plan.seeds, "slots": plan.slots, "overdue": list(plan.overdue),
-        "critic_rounds": plan.critic_rounds,
+        "critic_rounds": plan.critic_rounds, "variant": plan.variant,
         "n_values": [CONVERGENCE_N] if conv else list(plan.n_values),
         "t_values": [CONVERGENCE_T] if conv else list(plan.t_values),
         "final_fraction": FINAL_FRACTION, "window": WINDOW, "device": device_kind(),
@@ -659,7 +674,7 @@ COMPILE_RANK = {"grle": 6, "grl": 5, "drooe": 4, "droo": 3, "greedy": 2, "oracle
 def program_of(cell: Cell) -> tuple:
     """What fixes a cell's compiled program: T and the scenario are dynamic values, so every sweep
     shares the programs of one (policy, N, overdue, rounds); convergence runs also carry the oracle."""
-    return (cell.experiment == "convergence", cell.policy, cell.n, cell.overdue, cell.rounds)
+    return (cell.experiment == "convergence", cell.policy, cell.n, cell.overdue, cell.rounds, cell.variant)
 
 
 def run(plan: Plan) -> dict:

@@ -34,7 +34,8 @@ from grle_jax.profile import DEFAULT_PROFILE, Profile
 
 DEFAULT_POLICY = "grle"
 DEFAULT_SLOTS = 10_000
-LEARNING_FLAGS = ("lr", "k", "adaptive_k", "k_delta", "batch", "train_every", "memory", "critic_rounds")
+LEARNING_FLAGS = ("lr", "k", "adaptive_k", "k_delta", "batch", "train_every", "memory", "critic_rounds", "variant",
+                  "loss", "greedy_candidate", "samples", "lookahead")
 RESUME_FLAGS_OK = ("resume", "quiet", "chunk", "stop_after", "checkpoint_every", "slots")
 PROCESS_FLAGS = ("coordinator", "num_processes", "process_id")
 
@@ -99,9 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=None, help="minibatch size (default 32)")
     p.add_argument("--train-every", type=int, default=None, help="one Adam step every this many slots (default 10)")
     p.add_argument("--memory", type=int, default=None, help="replay memory size (default 128)")
+    p.add_argument("--variant", default=None, metavar="V",
+                   help="ours or paper: the learner's ingredients (default ours for grle/grl, paper for droo/drooe; "
+                        "paper = docs/model.md section 5's learners exactly; docs/training.md)")
     p.add_argument("--critic-rounds", type=int, default=None, metavar="R",
-                   help="quantise-and-score rounds per slot, each around the last best (default 1 = MODEL.md's "
-                        "critic; more is our extension, see docs/training.md)")
+                   help="quantise-and-score rounds per slot, each around the last best (default: the variant's, "
+                        "ours 2, paper 1)")
+    p.add_argument("--loss", default=None, help="softmax (per-device softmax + cross-entropy) or bce (the paper's "
+                                                 "sigmoids + binary cross-entropy); default: the variant's")
+    p.add_argument("--greedy-candidate", action=argparse.BooleanOptionalAction, default=None,
+                   help="the critic also scores the sequential (greedy) decode (default: on for ours)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="the critic also scores this many samples of the actor's softmax (default: the variant's, 0)")
+    p.add_argument("--lookahead", type=float, default=None,
+                   help="critic's score R - LOOKAHEAD * ES backlog past the next slot / D (default: ours 3, paper 0)")
     p.add_argument("--sweep", default=None, metavar="FILE",
                    help="JSON grid {field: [values]} of dynamic hyperparameters run side by side")
     # outputs and running
@@ -191,7 +203,7 @@ class Plan:
 
     def to_json(self) -> dict:
         return {
-            "config": self.cfg.to_dict(), "agent": self.agent.to_dict(), "profile": self.profile.to_dict(),
+            "config": self.cfg.to_dict(), "agent": self.agent.explicit().to_dict(), "profile": self.profile.to_dict(),
             "policy": self.policy, "slots": self.slots, "seed": self.seed, "seeds": self.seeds,
             "sweep": self.grid, "normalise": self.normalise, "window": self.window, "chunk": self.chunk,
             "checkpoint_every": self.checkpoint_every,

@@ -37,7 +37,8 @@ from grle_jax.agent import AgentConfig, AgentParams, AgentStatic
 from grle_jax.config import Config, EnvParams, EnvStatic
 from grle_jax.dynamics import evaluate, score, step
 from grle_jax.metrics import slot_counts
-from grle_jax.policies import make_actor, masked_bce
+from grle_jax.baselines import sequential_decode
+from grle_jax.policies import gumbel_samples, make_actor, masked_bce, masked_log_softmax, masked_softmax_ce
 from grle_jax.profile import DEFAULT_PROFILE, Profile
 from grle_jax.critic import critic
 from grle_jax.quantize import one_hot
@@ -47,6 +48,7 @@ from grle_jax.types import EnvState, Observation
 
 INIT_TAG = 0x7FFFFFFF  # fold_in tag of the network-initialisation key (no slot reaches it)
 BATCH_TAG = 1  # fold_in tag of the minibatch key, from the slot's policy key
+SAMPLE_TAG = 2  # fold_in tag of the critic's Gumbel samples, from the slot's policy key
 
 _BATCHED: dict = {}  # jitted batched functions, shared by trainers with the same ``Trainer.key``
 
@@ -152,14 +154,29 @@ class Trainer:
             def to_env(c):  # policy options -> environment options m * E + e (-1 stays -1)
                 return jnp.where(c >= 0, self.option_idx[jnp.maximum(c, 0)], -1)
 
-            # K candidates scored in ONE vmapped call of dynamics.score, the best kept (per round)
-            cr = critic(jax.nn.sigmoid(logits), logits, live, rs.k, self.agent.k_cap, self.agent.critic_rounds,
-                        lambda cands: score(static, ep, obs, to_env(cands)))
-            option, r_obs = to_env(cr.decision), cr.reward
+            ag = self.agent
+            look = ag.lookahead if ag.lookahead > 0 else None
+            if ag.loss == "softmax":  # per-device softmax over the live options: scores sum to 1
+                q_logits = masked_log_softmax(logits, live)
+                scores = jnp.where(live, jnp.exp(q_logits), 0.0)
+            else:  # MODEL.md: independent sigmoids
+                q_logits, scores = logits, jax.nn.sigmoid(logits)
+            extra = []
+            if ag.greedy_candidate:  # greedy's sequential decode (with the look-ahead score) over our options
+                extra.append(sequential_decode(static, ep, obs, self.option_idx, look)[None])
+            if ag.samples > 0:  # Gumbel-max samples of each device's softmax over its live options
+                extra.append(gumbel_samples(jax.random.fold_in(kp, SAMPLE_TAG), q_logits, live, ag.samples))
+            # K candidates (and the extra ones) scored in ONE vmapped call of dynamics.score, the best kept
+            cr = critic(scores, q_logits, live, rs.k, ag.k_cap, ag.critic_rounds,
+                        lambda cands: score(static, ep, obs, to_env(cands), look),
+                        jnp.concatenate(extra, axis=0) if extra else None)
+            option = to_env(cr.decision)
+            # with the look-ahead the critic's value is not R: the record keeps R on observed values
+            r_obs = cr.reward if look is None else score(static, ep, obs, option)
             rs = self._remember(rs, obs, cr.decision, t, ap)
             rs = self._learn(rs, ep, ap, t, kp)
             pos = cr.first_pos
-            seen = jnp.maximum(rs.k_seen, pos)
+            seen = jnp.maximum(rs.k_seen, cr.quant_pos)  # DROO's rule reads the quantiser's candidates
             update = ap.adaptive_k & ((t + 1) % ap.k_delta == 0)
             k_next = jnp.where(update, jnp.minimum(1 + seen, self.agent.k_cap), rs.k).astype(jnp.int32)
             rs = rs.replace(k=k_next, k_seen=jnp.where(update, 0, seen).astype(jnp.int32))
@@ -202,9 +219,11 @@ class Trainer:
             target = jax.vmap(lambda d: one_hot(d, self.actor.options))(rs.memory.target[idx])
             live = jax.vmap(self.actor.live)(obs_b) & rows
 
+            lossf = masked_softmax_ce if self.agent.loss == "softmax" else masked_bce
+
             def loss_fn(v):
                 logits = self.actor.apply_batch(v, obs_b, ep)  # one graph: the minibatch's disjoint union
-                return masked_bce(logits, target, live)
+                return lossf(logits, target, live)
 
             loss, grads = jax.value_and_grad(loss_fn)(rs.variables)
             flat, unravel = ravel_pytree(rs.variables)

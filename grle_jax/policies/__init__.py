@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..agent import AgentStatic, LEARNING_POLICIES, option_index
@@ -21,7 +22,8 @@ from ..types import Observation
 from .gcn import GCNActor
 from .mlp import DROOActor
 
-__all__ = ["Actor", "make_actor", "live_mask", "masked_bce", "LEARNING_POLICIES"]
+__all__ = ["Actor", "make_actor", "live_mask", "masked_bce", "masked_log_softmax", "masked_softmax_ce",
+           "gumbel_samples", "LEARNING_POLICIES"]
 
 
 @dataclass(frozen=True)
@@ -106,3 +108,32 @@ def masked_bce(logits: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Arr
     bce = optax.sigmoid_binary_cross_entropy(logits, target)
     w = mask.astype(logits.dtype)
     return jnp.sum(bce * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+NEG = -1e30  # the logit of an option a device cannot take (finite: a device with none stays NaN-free)
+
+
+def masked_log_softmax(logits: jax.Array, live: jax.Array) -> jax.Array:
+    """(N, P) log-probabilities of each device's softmax over its LIVE options (our GRLE/GRL,
+    docs/model.md section 5): every live row's probabilities sum to one; a dead option gets about
+    -1e30 (probability 0); a device with no live option gets a harmless uniform row."""
+    return jax.nn.log_softmax(jnp.where(live, logits, NEG), axis=-1)
+
+
+def masked_softmax_ce(logits: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean over devices of the cross-entropy between each device's softmax over its live options
+    (``mask``) and the one-hot ``target``; devices with no live option or no target are left out.
+    ``logits``, ``target``, ``mask``: (..., N, P). 0 when no device counts."""
+    logp = masked_log_softmax(logits, mask)
+    w = (jnp.any(mask, axis=-1) & (jnp.sum(target * mask, axis=-1) > 0)).astype(logits.dtype)
+    ce = -jnp.sum(jnp.where(mask, target * logp, 0.0), axis=-1)
+    return jnp.sum(ce * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+def gumbel_samples(key: jax.Array, logits: jax.Array, live: jax.Array, count: int) -> jax.Array:
+    """(count, N) int32 decisions sampled from each device's softmax over its live options (the
+    Gumbel-max trick), -1 for a device with no live option: candidates for the critic."""
+    g = jax.random.gumbel(key, (count,) + logits.shape, logits.dtype)
+    z = jnp.where(live[None], logits[None] + g, -jnp.inf)
+    pick = jnp.argmax(z, axis=-1).astype(jnp.int32)
+    return jnp.where(jnp.any(live, axis=-1)[None], pick, -1)
