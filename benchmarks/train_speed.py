@@ -24,7 +24,7 @@ import time
 
 
 def measure(policy: str, runs: int, slots: int, reps: int, devices: int, servers: int, shard: bool | None,
-            critic_rounds: int = 1) -> dict:
+            critic_rounds: int | None = None, variant: str | None = None) -> dict:
     import jax
 
     from grle_jax.agent import AgentConfig
@@ -32,7 +32,7 @@ def measure(policy: str, runs: int, slots: int, reps: int, devices: int, servers
     from train.sweep import Executor, build_runs
 
     cfg = Config(devices=devices, servers=servers)
-    rs = build_runs(cfg, AgentConfig(policy=policy, critic_rounds=critic_rounds), seeds=runs, seed=0)
+    rs = build_runs(cfg, AgentConfig(policy=policy, critic_rounds=critic_rounds, variant=variant), seeds=runs, seed=0)
     ex = Executor(rs, shard=shard)
     t0 = time.perf_counter()
     state = jax.block_until_ready(ex.init())
@@ -63,7 +63,9 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--devices", type=int, default=14, help="N")
     p.add_argument("--servers", type=int, default=2, help="M")
-    p.add_argument("--critic-rounds", type=int, default=1, help="critic rounds per slot (default 1, MODEL.md's)")
+    p.add_argument("--critic-rounds", type=int, default=None, help="critic rounds per slot (default: the variant's)")
+    p.add_argument("--variant", default=None, choices=["ours", "paper"],
+                   help="the learner's ingredients (default: ours for grle/grl, paper for droo/drooe)")
     p.add_argument("--no-shard", action="store_true", help="one device even when several are visible")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results here")
     args = p.parse_args(argv)
@@ -81,7 +83,7 @@ def main(argv=None) -> int:
     lone = None
     for r in args.runs:
         res = measure(args.policy, r, args.slots, args.reps, args.devices, args.servers,
-                      False if args.no_shard else None, args.critic_rounds)
+                      False if args.no_shard else None, args.critic_rounds, args.variant)
         if r == 1:
             lone = res["agent_slots_per_s"]
         res["x_lone"] = res["agent_slots_per_s"] / lone if lone else None
