@@ -73,6 +73,31 @@ def read_json(path: str, field: str):
         raise ConfigError(field, f"cannot read {path} ({err.strerror})") from None
 
 
+def check_output(path, field: str = "out", default: str | None = None, is_dir: bool = False) -> None:
+    """Before any work (issue 15): ``path`` is a path, its folder exists (unless ``path`` is the
+    command's ``default``, whose folder is created) and the nearest existing folder on the way is
+    writable (a probe file is created and removed)."""
+    if not isinstance(path, str) or not path.strip():
+        raise ConfigError(field, f"must be a path, got {path!r}")
+    if is_dir and os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(field, f"exists and is not a folder: {path}")
+    if not is_dir and os.path.isdir(path):
+        raise ConfigError(field, f"is a folder: {path}")
+    parent = os.path.dirname(os.path.abspath(path))
+    if path != default and not os.path.isdir(parent):
+        raise ConfigError(field, f"folder does not exist: {parent}")
+    d = os.path.abspath(path) if is_dir else parent
+    while not os.path.isdir(d):
+        d = os.path.dirname(d)
+    probe = os.path.join(d, f".probe-{os.getpid()}")
+    try:
+        with open(probe, "w") as f:
+            f.write("probe\n")
+        os.remove(probe)
+    except OSError as err:
+        raise ConfigError(field, f"cannot write in {d} ({err.strerror or err})") from None
+
+
 def write_json(path: str, data, field: str = "out") -> None:
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

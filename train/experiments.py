@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from grle_jax.agent import ALL_POLICIES, LEARNING_POLICIES, AgentConfig
-from grle_jax.config import OVERDUE_RULES, SCENARIOS, Config
+from grle_jax.config import FLOAT32_MAX, INT32_MAX, OVERDUE_RULES, SCENARIOS, Config, check_int
 from grle_jax.errors import ConfigError
 
 SWEEPS = {"devices": "base", "capacity": "capacity", "inference": "inference", "csi": "csi"}
@@ -107,6 +107,7 @@ class Plan:
     quiet: bool
     workers: int = 1  # threads compiling distinct programs side by side
     critic_rounds: int = 1  # of the learning policies (grle_jax.critic); 1 is MODEL.md's critic
+    overwrite: bool = False  # delete the cells of an earlier run (else they are refused, or kept by resume)
 
     def folder(self, exp: str) -> str:
         return os.path.join(self.out, exp) if len(self.experiments) > 1 else self.out
@@ -156,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(sweeps: {','.join(SWEEP_POLICIES)}; convergence: {','.join(CONVERGENCE_POLICIES)})")
     p.add_argument("--out", default=None, metavar="DIR", help="results folder (default results/<name>)")
     p.add_argument("--resume", action="store_true", help="keep finished cells in DIR and run only the others")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the cells of an earlier run in DIR and start again (without it, or --resume, "
+                        "a folder holding cells is refused)")
     p.add_argument("--chunk", type=int, default=1000, help="slots per compiled chunk (default 1000)")
     p.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
     p.add_argument("--critic-rounds", type=int, default=1, metavar="R",
@@ -176,6 +180,9 @@ def _int_list(field: str, text: str, lo: int) -> tuple:
     bad = [v for v in vals if v < lo]
     if bad:
         raise ConfigError(field, f"values must be at least {lo}, got {bad[0]}")
+    bad = [v for v in vals if v > INT32_MAX]
+    if bad:
+        raise ConfigError(field, f"values must be at most {INT32_MAX}, got {bad[0]}")
     return tuple(dict.fromkeys(vals))
 
 
@@ -189,6 +196,8 @@ def _float_list(field: str, text: str) -> tuple:
     for v in vals:
         if not np.isfinite(v) or v <= 0:
             raise ConfigError(field, f"values must be positive, got {v}")
+        if v > FLOAT32_MAX:
+            raise ConfigError(field, f"values must be at most {FLOAT32_MAX:.4g} (float32), got {v}")
     return tuple(dict.fromkeys(vals))
 
 
@@ -202,6 +211,10 @@ def plan_from_args(args) -> Plan:
         raise ConfigError("seeds", f"must be at least 1, got {seeds}")
     if slots < 1:
         raise ConfigError("slots", f"must be at least 1, got {slots}")
+    check_int("seeds", seeds, 1)
+    check_int("slots", slots, 1)
+    check_int("chunk", args.chunk, 1)
+    check_int("critic_rounds", args.critic_rounds, 1)
     if args.chunk < 1:
         raise ConfigError("chunk", f"must be at least 1, got {args.chunk}")
     od = args.overdue if args.overdue is not None else ("abort" if args.quick else "both")
@@ -232,6 +245,8 @@ def plan_from_args(args) -> Plan:
     if workers < 1:
         raise ConfigError("workers", f"must be at least 1, got {workers}")
     out = args.out if args.out is not None else os.path.join("results", args.name)
+    if not out.strip():
+        raise ConfigError("out", f"must be a path, got {out!r}")
     parent = os.path.dirname(os.path.abspath(out))
     if args.out is not None and not os.path.isdir(parent):  # the default results/ is ours to create
         raise ConfigError("out", f"folder does not exist: {parent}")
@@ -243,9 +258,34 @@ def plan_from_args(args) -> Plan:
             cfg = Config(devices=n, slot_ms=t)
             for p in (policies or SWEEP_POLICIES):
                 AgentConfig(policy=p).check(cfg.static())
-    return Plan(experiments=exps, policies=policies, n_values=n_values, t_values=t_values, seeds=seeds,
+    plan = Plan(experiments=exps, policies=policies, n_values=n_values, t_values=t_values, seeds=seeds,
                 slots=slots, overdue=overdue, out=out, resume=bool(args.resume), chunk=args.chunk,
                 quiet=bool(args.quiet), workers=workers, critic_rounds=args.critic_rounds)
+    check_out(plan, bool(args.overwrite))
+    plan.overwrite = bool(args.overwrite)
+    return plan
+
+
+def check_out(plan: Plan, overwrite: bool) -> None:
+    """Before any work (issue 15): every experiment folder can be created and written, and one that
+    holds cells of an earlier run is refused unless --resume (keep them) or --overwrite (delete them)."""
+    from .rundir import check_out_dir
+
+    if overwrite and plan.resume:
+        raise ConfigError("overwrite", "contradicts --resume (which keeps the finished cells)")
+
+    def holds(folder):
+        cells = os.path.join(folder, "cells")
+        if os.path.isdir(cells) and os.listdir(cells):
+            return "cells/"
+        return None
+
+    if os.path.isdir(os.path.dirname(os.path.abspath(plan.out))):  # the default results/ is created later
+        check_out_dir("out", plan.out, overwrite or plan.resume, holds=holds)
+    for exp in plan.experiments:
+        folder = plan.folder(exp)
+        if folder != plan.out and os.path.isdir(folder):
+            check_out_dir("out", folder, overwrite or plan.resume, holds=holds)
 
 
 def _need_oracle(field: str) -> None:
@@ -670,8 +710,8 @@ def run(plan: Plan) -> dict:
     for exp in plan.experiments:
         folder = plan.folder(exp)
         cells_dir = os.path.join(folder, "cells")
-        if not plan.resume and os.path.isdir(cells_dir):
-            shutil.rmtree(cells_dir)  # a fresh run: cells of an earlier run here are stale
+        if plan.overwrite and os.path.isdir(cells_dir):
+            shutil.rmtree(cells_dir)  # --overwrite: the cells of an earlier run here go
         os.makedirs(cells_dir, exist_ok=True)
         cells = plan.cells(exp)
         todo[exp], skipped[exp], cell_times[exp] = [], 0, {}
