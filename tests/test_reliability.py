@@ -270,8 +270,14 @@ def test_experiments_refusals(tmp_path, capsys):
     done = tmp_path / "done"
     (done / "cells").mkdir(parents=True)
     (done / "cells" / "base-random-N4-T20-abort.csv").write_text("hours of work\n")
+    old = tmp_path / "old"  # cells computed by another installation
+    shutil.copytree(done, old)
+    fp = ex.cells_fingerprint()
+    fp["versions"]["jax"] = "0.0.1"
+    (old / "cells" / ex.CELLS_FINGERPRINT).write_text(json.dumps(fp))
     tiny = ["devices", "--seeds", "1", "--slots", "5", "--n-values", "4", "--policies", "random", "--quiet"]
     probes = [
+        (tiny + ["--out", str(old), "--resume"], "resume"),
         (tiny + ["--out", ""], "out"),
         (tiny + ["--out", str(done)], "out"),  # cells of an earlier run, no --resume
         (tiny + ["--out", str(done), "--resume", "--overwrite"], "overwrite"),

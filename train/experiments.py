@@ -286,6 +286,38 @@ def check_out(plan: Plan, overwrite: bool) -> None:
         folder = plan.folder(exp)
         if folder != plan.out and os.path.isdir(folder):
             check_out_dir("out", folder, overwrite or plan.resume, holds=holds)
+        if plan.resume:
+            check_cells_fingerprint(os.path.join(folder, "cells"))
+
+
+CELLS_FINGERPRINT = "fingerprint.json"
+
+
+def cells_fingerprint() -> dict:
+    """What, besides a cell's own settings (its name, seeds and slots), determines its numbers."""
+    from .outputs import device_kind, versions
+
+    return {"versions": versions(), "device": device_kind()}
+
+
+def check_cells_fingerprint(cells_dir: str) -> None:
+    """--resume keeps cells computed by this installation only (issue 15)."""
+    from .rundir import first_difference
+
+    path = os.path.join(cells_dir, CELLS_FINGERPRINT)
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+        if not isinstance(stored, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+        raise ConfigError("resume", f"unreadable {path} ({err})") from None
+    d = first_difference(stored, cells_fingerprint())
+    if d:
+        raise ConfigError("resume", f"{d[0]} differs: the cells in {cells_dir} were computed with {d[1]!r}, this "
+                                    f"installation has {d[2]!r}; use --overwrite or another --out")
 
 
 def _need_oracle(field: str) -> None:
@@ -713,6 +745,9 @@ def run(plan: Plan) -> dict:
         if plan.overwrite and os.path.isdir(cells_dir):
             shutil.rmtree(cells_dir)  # --overwrite: the cells of an earlier run here go
         os.makedirs(cells_dir, exist_ok=True)
+        from .outputs import write_json
+
+        write_json(os.path.join(cells_dir, CELLS_FINGERPRINT), cells_fingerprint())
         cells = plan.cells(exp)
         todo[exp], skipped[exp], cell_times[exp] = [], 0, {}
         for i, cell in enumerate(cells):
