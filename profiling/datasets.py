@@ -203,6 +203,10 @@ class _Refused(Exception):
     pass
 
 
+class _Shape(_Refused):
+    """A shape no CIFAR-10 batch has: shared references, deep nesting, too many objects."""
+
+
 class _NDArrayClass:
     """Stands for ``numpy.ndarray`` inside a pickle; only ever used as a marker."""
 
@@ -319,14 +323,14 @@ class _RestrictedUnpickler(pickle._Unpickler):
 
     def _check_top(self, what: str):
         if self.stack and _shared(self.stack[-1]):
-            raise _Refused(f"a shared reference ({what} of a {type(self.stack[-1]).__name__}): a CIFAR-10 "
+            raise _Shape(f"a shared reference ({what} of a {type(self.stack[-1]).__name__}): a CIFAR-10 "
                            "batch holds every object once")
 
     def _check_size(self):
         if len(self.metastack) > MAX_MARK_DEPTH:
-            raise _Refused(f"nesting deeper than {MAX_MARK_DEPTH}")
+            raise _Shape(f"nesting deeper than {MAX_MARK_DEPTH}")
         if len(self.stack) > MAX_STACK:
-            raise _Refused(f"more than {MAX_STACK} objects on the stack (nesting too deep)")
+            raise _Shape(f"more than {MAX_STACK} objects on the stack (nesting too deep)")
 
 
 def _checked(op: bytes, check: str):
@@ -352,7 +356,7 @@ for _op in (pickle.MARK, pickle.EMPTY_LIST, pickle.EMPTY_DICT, pickle.EMPTY_SET,
 def _unwrap(obj, depth=0):
     """Replace array stand-ins by numpy arrays, recursively through plain containers."""
     if depth > 100:
-        raise _Refused("nesting deeper than 100")
+        raise _Shape("nesting deeper than 100")
     if isinstance(obj, _Array):
         if obj.value is None:
             raise _Refused("array without data")
@@ -379,6 +383,8 @@ def safe_unpickle(raw: bytes, where: str = "pickle"):
     try:
         obj = _RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
         return _unwrap(obj)
+    except _Shape as err:
+        raise ConfigError("data", f"{where}: refused to unpickle {err} (a CIFAR-10 batch is a dict of one data blob and flat lists)") from None
     except _Refused as err:
         raise ConfigError("data", f"{where}: refused to unpickle {err} (only plain containers, bytes, str, "
                                   "numbers and numeric arrays are admitted)") from None
