@@ -384,7 +384,8 @@ def safe_unpickle(raw: bytes, where: str = "pickle"):
         obj = _RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
         return _unwrap(obj)
     except _Shape as err:
-        raise ConfigError("data", f"{where}: refused to unpickle {err} (a CIFAR-10 batch is a dict of one data blob and flat lists)") from None
+        raise ConfigError("data", f"{where}: refused to unpickle {err} (a CIFAR-10 batch is a dict of one data "
+                                  "blob and flat lists)") from None
     except _Refused as err:
         raise ConfigError("data", f"{where}: refused to unpickle {err} (only plain containers, bytes, str, "
                                   "numbers and numeric arrays are admitted)") from None

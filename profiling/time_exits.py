@@ -238,7 +238,7 @@ def _main(argv) -> None:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     exits = _cli.parse_exits(a.exits)
-    _cli.check_output(a.out, "out", default=DEFAULT_OUT)  # before any timing (issue 15)
+    _cli.check_output(a.out, "out")  # before any timing (issue 15)
     if a.plot is not None:
         _cli.check_output(a.plot, "plot")
     batches = [1]
