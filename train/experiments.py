@@ -15,7 +15,8 @@ only in T or scenario reuse the same compiled program (those are dynamic values)
 compiles once per (policy, N, overdue). Every cell's rows are written, atomically, to
 ``DIR/<experiment>/cells/`` as soon as it finishes, and the experiment's CSV, JSON summary and
 figures are rebuilt from the cell files; ``--resume`` skips every cell already there with the same
-seeds and slots, so a long ``paper`` run that stops loses only the cell under way.
+seeds and slots, so a long ``paper`` run that stops loses only the cell under way. Without
+``--resume`` a folder holding cells is refused unless ``--overwrite`` (which deletes them).
 
 Outputs per experiment (in ``DIR`` for one experiment, ``DIR/<experiment>`` for ``paper``):
 ``<experiment>.csv`` (one row per policy, scenario, T, N, seed, overdue with the metrics; for

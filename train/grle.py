@@ -14,6 +14,10 @@ moving average, or the reward's when ``--normalise`` is off, and the training lo
 continues such a run and ends with exactly the results of an uninterrupted one.
 
 Bad input prints one line ``error: <field>: <why>`` and exits 2, before anything is written.
+Every output path is checked before any work; a folder that already holds a run, or a trace that
+exists, is refused unless ``--overwrite``; ``--resume`` refuses a folder whose fingerprint does not
+match; a NaN or infinite loss or reward stops the run at that slot, the slots before it saved
+(``train.rundir``, docs/reliability.md).
 """
 
 from __future__ import annotations
