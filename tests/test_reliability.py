@@ -259,6 +259,13 @@ def test_first_nonfinite():
     recs = {"reward": np.array([[1.0, 2.0, 3.0, 4.0]] * 2), "loss": np.array([[nan, nan, 0.5, 0.4], [nan, 0.3, nan, 1]])}
     bad = rundir.first_nonfinite(recs)
     assert (bad.key, bad.slot, bad.run) == ("loss", 2, 1)  # NaN before the first step is by design
+    # the same records in two pieces, as run_plan sees them chunk by chunk
+    first = {k: v[:, :2] for k, v in recs.items()}
+    rest = {k: v[:, 2:] for k, v in recs.items()}
+    assert rundir.first_nonfinite(first) is None
+    bad = rundir.first_nonfinite(rest, rundir.loss_was_finite(first), offset=2)
+    assert (bad.key, bad.slot, bad.run) == ("loss", 2, 1)
+    assert rundir.first_nonfinite(rest, None, offset=2) is None  # without the history it looks like a start
     recs["loss"][1, 2] = 0.2
     assert rundir.first_nonfinite(recs) is None
     recs["reward"][0, 1] = np.inf

@@ -270,7 +270,7 @@ def plan_from_args(args) -> Plan:
 def check_out(plan: Plan, overwrite: bool) -> None:
     """Before any work (issue 15): every experiment folder can be created and written, and one that
     holds cells of an earlier run is refused unless --resume (keep them) or --overwrite (delete them)."""
-    from .rundir import check_out_dir
+    from .rundir import check_out_dir, probe_writable
 
     if overwrite and plan.resume:
         raise ConfigError("overwrite", "contradicts --resume (which keeps the finished cells)")
@@ -281,8 +281,13 @@ def check_out(plan: Plan, overwrite: bool) -> None:
             return "cells/"
         return None
 
-    if os.path.isdir(os.path.dirname(os.path.abspath(plan.out))):  # the default results/ is created later
+    parent = os.path.dirname(os.path.abspath(plan.out))
+    if os.path.isdir(parent):
         check_out_dir("out", plan.out, overwrite or plan.resume, holds=holds)
+    else:  # the default results/ is created later: where it will be must be writable
+        while not os.path.isdir(parent):
+            parent = os.path.dirname(parent)
+        probe_writable("out", parent)
     for exp in plan.experiments:
         folder = plan.folder(exp)
         if folder != plan.out and os.path.isdir(folder):

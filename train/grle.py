@@ -307,7 +307,10 @@ def plan_from_args(args) -> Plan:
     if args.out is None:
         if os.path.exists(out) and not os.path.isdir(out):
             raise ConfigError("out", f"exists and is not a folder: {out}")
-        os.makedirs(os.path.dirname(out), exist_ok=True)  # runs/
+        try:
+            os.makedirs(os.path.dirname(out), exist_ok=True)  # runs/
+        except OSError as err:
+            raise ConfigError("out", f"cannot create {os.path.dirname(out)} ({err.strerror or err})") from None
     check_output_path("out", out, is_dir=True)
     check_outputs(args, out)
     return Plan(cfg=cfg, agent=agent, profile=profile, profile_path=args.profile, slots=slots, seed=seed,
@@ -498,8 +501,12 @@ def run_plan(plan: Plan) -> tuple[dict, list[dict]] | None:
     bar = None if plan.quiet or jax.process_index() != 0 else Progress(stop - start, desc=f"{plan.policy} x{rs.runs} runs" if rs.runs > 1 else plan.policy)
     meta = {"policy": plan.policy, "runs": rs.runs, "slots": plan.slots, "fingerprint": plan.fingerprint()}
 
+    finite = {"loss": rundir.loss_was_finite(records) if records else None}
+
     def on_chunk(st, t_end, parts, trace, length):
-        bad = rundir.first_nonfinite(concat_records(parts))  # NaN/inf: stop, keep the slots before it
+        # NaN/inf: stop, keep the slots before it (only the new chunk is looked at)
+        bad = rundir.first_nonfinite(parts[-1], finite["loss"], t_end - length)
+        finite["loss"] = rundir.loss_was_finite(parts[-1], finite["loss"])
         keep = length if bad is None else max(0, bad.slot - (t_end - length))
         if writer is not None and trace is not None and keep:
             one = jax.tree_util.tree_map(lambda x: x[0][:keep], trace)

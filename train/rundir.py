@@ -228,9 +228,11 @@ class NonFinite(Exception):
         super().__init__(f"{key}: {value} at slot {slot} (run {run})")
 
 
-def first_nonfinite(recs: dict) -> NonFinite | None:
+def first_nonfinite(recs: dict, finite_before=None, offset: int = 0) -> NonFinite | None:
     """The earliest slot where a reward is not finite, or the loss is infinite, or NaN after it was
-    finite (the loss is NaN before a run's first training step, by design); None if there is none."""
+    finite (the loss is NaN before a run's first training step, by design); None if there is none.
+    For records of slots ``offset ..`` only, ``finite_before`` (R,) says which runs had a finite
+    loss before them (``loss_was_finite`` of the earlier records)."""
     best = None
     for key in ("reward", "reward_observed", "loss"):
         if key not in recs:
@@ -240,6 +242,8 @@ def first_nonfinite(recs: dict) -> NonFinite | None:
             a = a[None]
         if key == "loss":
             seen = np.logical_or.accumulate(np.isfinite(a), axis=1)
+            if finite_before is not None:
+                seen |= np.asarray(finite_before, bool)[:, None]
             bad = np.isinf(a) | (np.isnan(a) & seen)
         else:
             bad = ~np.isfinite(a)
@@ -248,9 +252,19 @@ def first_nonfinite(recs: dict) -> NonFinite | None:
         cols = np.where(bad.any(axis=0))[0]
         slot = int(cols[0])
         run = int(np.where(bad[:, slot])[0][0])
-        if best is None or slot < best.slot:
-            best = NonFinite(key, slot, run, a[run, slot])
+        if best is None or slot + offset < best.slot:
+            best = NonFinite(key, slot + offset, run, a[run, slot])
     return best
+
+
+def loss_was_finite(recs: dict, finite_before=None):
+    """(R,) whether each run's loss was finite at some slot of ``recs`` (or before)."""
+    if "loss" not in recs:
+        return finite_before
+    a = np.asarray(recs["loss"], np.float64)
+    a = a[None] if a.ndim == 1 else a
+    out = np.isfinite(a).any(axis=1)
+    return out if finite_before is None else out | np.asarray(finite_before, bool)
 
 
 def cut_records(recs: dict, slot: int) -> dict:
