@@ -229,6 +229,7 @@ def test_resume_cleans_stale_temporary_checkpoints(cut_runs, tmp_path, capsys):
     d = _copy(cut_runs / "s7", tmp_path / "stale")
     (d / "checkpoints" / ".tmp-slot_40-12345" / "tree").mkdir(parents=True)
     (d / "checkpoints" / "slot_20.old-999").mkdir()
+    (d / "checkpoints" / "slot_20").rename(d / "checkpoints" / "slot_20.old-998")  # killed mid re-save
     assert main(["--resume", str(d), "--quiet"]) == 0, capsys.readouterr().err
     assert sorted(os.listdir(d / "checkpoints")) == ["slot_20", "slot_40"]
     assert (d / "summary.json").is_file()

@@ -353,6 +353,9 @@ def plan_from_resume(args) -> Plan:
     except (KeyError, TypeError, ValueError, ConfigError) as err:  # JSONDecodeError is a ValueError
         why = f"no {err}" if isinstance(err, KeyError) else str(err)
         raise ConfigError("resume", f"{path} is not a config.json written by train.grle ({why})") from None
+    from .rundir import clean_stale_tmp
+
+    clean_stale_tmp(os.path.join(d, "checkpoints"))  # what a killed checkpoint write left
     if checkpoint.latest(os.path.join(d, "checkpoints")) is None:
         raise ConfigError("resume", f"no checkpoint in {os.path.join(d, 'checkpoints')}")
     slots = fields["slots"] if args.slots is None else args.slots

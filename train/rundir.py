@@ -129,13 +129,19 @@ def clear_run(path: str) -> list[str]:
 
 def clean_stale_tmp(ckdir: str) -> list[str]:
     """Remove temporary checkpoint folders (``.tmp-slot_*``, ``slot_*.old-*``) left by a killed
-    write; the complete checkpoints are untouched."""
+    write; the complete checkpoints are untouched (an ``.old`` copy whose checkpoint is missing is
+    renamed back: it is the only complete copy)."""
     gone = []
     if not os.path.isdir(ckdir):
         return gone
-    for name in os.listdir(ckdir):
+    for name in sorted(os.listdir(ckdir)):
+        path = os.path.join(ckdir, name)
+        base = name.split(".old-")[0]
+        if ".old-" in name and not name.startswith(".") and not os.path.exists(os.path.join(ckdir, base)):
+            os.rename(path, os.path.join(ckdir, base))  # killed between the two renames of a re-save:
+            continue  # the old copy is the only complete one
         if name.startswith(".tmp-") or ".old-" in name:
-            shutil.rmtree(os.path.join(ckdir, name), ignore_errors=True)
+            shutil.rmtree(path, ignore_errors=True)
             gone.append(name)
     return gone
 
