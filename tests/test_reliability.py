@@ -195,7 +195,7 @@ def resume_probes(root, tmp):
          "versions.jax differs")
     case("nofp", lambda d: _edit_json(d / "config.json", lambda c: c.pop("fingerprint")), "no fingerprint")
     case("noslots", lambda d: _edit_json(d / "config.json", lambda c: c.pop("slots")), "no 'slots'")
-    case("array", lambda d: (d / "config.json").write_text("[1, 2]"), "a JSON list")
+    case("array", lambda d: (d / "config.json").write_text("[1, 2]"), "a JSON array, not an object")
     case("floatseed", lambda d: _edit_json(d / "config.json", _set(d, ["seed"], 1e23)), "seed")
 
     def other_run(d):  # the checkpoints of the seed-8 run beside the seed-7 config.json

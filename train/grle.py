@@ -345,7 +345,9 @@ def plan_from_resume(args) -> Plan:
         with open(path) as f:
             saved = json.load(f)
         if not isinstance(saved, dict):
-            raise ValueError(f"a JSON {type(saved).__name__}, not an object")
+            from .rundir import json_kind
+
+            raise ValueError(f"a JSON {json_kind(saved)}, not an object")
         cfg = Config.from_dict(saved["config"])
         agent = AgentConfig.from_dict(saved["agent"])
         profile = Profile.from_dict(saved["profile"])

@@ -35,6 +35,21 @@ RUN_DIRS = ("checkpoints",)
 FINGERPRINT_KEYS = ("policy", "config", "agent", "profile", "seed", "seeds", "slots", "sweep", "normalise")
 
 
+def json_kind(x) -> str:
+    """JSON's name for the type of a parsed value: object, array, string, number, boolean, null."""
+    if isinstance(x, dict):
+        return "object"
+    if isinstance(x, list):
+        return "array"
+    if isinstance(x, str):
+        return "string"
+    if isinstance(x, bool):
+        return "boolean"
+    if x is None:
+        return "null"
+    return "number"
+
+
 # --- output paths ------------------------------------------------------------------------------------
 def _not_empty(field: str, path) -> None:
     if not isinstance(path, str) or not path.strip():

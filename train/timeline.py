@@ -57,7 +57,9 @@ def load(path: str) -> tuple[dict, list[dict]]:
         raise ConfigError("trace", f"{path} is not JSON Lines ({err})") from None
     for i, r in enumerate(rows):
         if not isinstance(r, dict):
-            raise ConfigError("trace", f"{path}: line {i + 1} is a JSON {type(r).__name__}, not an object")
+            from .rundir import json_kind
+
+            raise ConfigError("trace", f"{path}: non-empty line {i + 1} is a JSON {json_kind(r)}, not an object")
     if not rows or rows[0].get("kind") != "header":
         raise ConfigError("trace", f"{path} has no header line (MODEL.md section 7)")
     head, slots = rows[0], [r for r in rows[1:] if r.get("kind") == "slot"]
