@@ -303,6 +303,18 @@ def test_experiments_refusals(tmp_path, capsys):
     assert snapshot(tmp_path) == before
 
 
+def test_experiments_stop_at_a_nonfinite_cell(tmp_path):
+    import numpy as np
+
+    plan = ex.plan_from_args(ex.build_parser().parse_args(["devices", "--out", str(tmp_path / "e")]))
+    cell = plan.cells("devices")[0]
+    recs = {"reward": np.ones((2, 5)), "loss": np.array([[np.nan, 1, 1, np.inf, 1], [np.nan] * 5])}
+    with pytest.raises(ex.ConfigError, match=f"loss: became inf at slot 3 of cell {cell.name} \\(seed 0\\)"):
+        ex.check_finite(cell, recs, plan)
+    recs["loss"][0, 3] = 0.5
+    ex.check_finite(cell, recs, plan)
+
+
 # --- train.timeline ---------------------------------------------------------------------------------------
 def test_timeline_malformed_traces_and_outputs(tmp_path, capsys):
     head = {"kind": "header", "config": {"deadline_ms": 30.0, "slot_ms": 20.0}, "acc": [0.8], "c": [[1.0]]}

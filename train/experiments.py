@@ -768,6 +768,7 @@ def run(plan: Plan) -> dict:
         exp = cell.experiment
         conv = exp == "convergence"
         recs, wall = run_cell(cell, plan.seeds, plan.slots, plan.chunk, normalise and conv)
+        check_finite(cell, recs, plan)
         rows = (convergence_rows if conv else sweep_rows)(cell, recs, wall)
         write_csv(os.path.join(plan.folder(exp), "cells", cell.name + ".csv"), rows,
                   CONV_COLUMNS if conv else SWEEP_COLUMNS)
@@ -830,6 +831,18 @@ def run(plan: Plan) -> dict:
     return report
 
 
+def check_finite(cell: Cell, recs: dict, plan: Plan) -> None:
+    """A cell whose loss or reward became NaN or infinite is not written; the run stops with one
+    line naming the cell, seed and slot (the finished cells stay, --resume continues)."""
+    from .rundir import first_nonfinite
+
+    bad = first_nonfinite(recs)
+    if bad is not None:
+        raise ConfigError(bad.key, f"became {bad.value} at slot {bad.slot} of cell {cell.name} (seed {bad.run}); "
+                                   f"the run stopped, the finished cells are kept in {plan.folder(cell.experiment)}"
+                                   "/cells")
+
+
 def main(argv=None) -> int:
     try:
         plan = plan_from_args(build_parser().parse_args(argv))
@@ -837,7 +850,11 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     os.makedirs(plan.out, exist_ok=True)
-    run(plan)
+    try:
+        run(plan)
+    except ConfigError as err:  # a NaN or infinite loss or reward (check_finite)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
