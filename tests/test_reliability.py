@@ -384,7 +384,7 @@ def bomb() -> bytes:
     (pickle.dumps({b"data": [b"x"] * 3, b"labels": [[1, [2]]] * 2}, protocol=2), "shared reference"),
     (pickle.dumps(json.loads("[" * 200 + "]" * 200), protocol=4), "nesting deeper"),
     (pickle.dumps({b"data": b"\0" * 3072, b"labels": [1], b"extra": 1}, protocol=2), "key 'extra'"),
-])
+], ids=["bomb", "shared", "nested", "unknown-key"])
 def test_cifar10_refuses_bombs_fast(tmp_path, capsys, raw, text):
     from profiling import datasets, train_exits
 
