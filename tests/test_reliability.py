@@ -219,7 +219,7 @@ def test_resume_refuses_what_does_not_match(cut_runs, tmp_path, capsys):
         before = snapshot(d)
         assert main(["--resume", str(d), "--quiet"]) == 2, d.name
         line = one_line(capsys, "resume")
-        assert text in line, (d.name, line)
+        assert text in line and line.count("resume:") == 1, (d.name, line)
         assert snapshot(d) == before, d.name
     assert main(["--resume", str(cut_runs / "s7"), "--overwrite"]) == 2
     one_line(capsys, "overwrite")

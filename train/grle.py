@@ -491,6 +491,8 @@ def run_plan(plan: Plan) -> tuple[dict, list[dict]] | None:
             rundir.check_restored(template, state, records, rs.runs, start,
                                   RECORD_KEYS + (("reward_oracle",) if plan.normalise else ()),
                                   f"checkpoint of slot {start} in {ckdir}")
+        except ConfigError:
+            raise
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError("resume", str(err)) from None
         state = jax.tree_util.tree_map(lambda x: x[: rs.runs], state)
