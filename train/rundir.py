@@ -197,7 +197,7 @@ def check_fingerprints(folder: str, stored: dict | None, current: dict, checkpoi
     (slots excepted: ``--resume --slots`` extends a run, and the slot keys do not depend on it)."""
     cfg = os.path.join(folder, "config.json")
     if not isinstance(stored, dict):
-        raise ConfigError("resume", f"{cfg} has no fingerprint (written before issue 15?): cannot tell whether its "
+        raise ConfigError("resume", f"{cfg} has no fingerprint (written by an older version): cannot tell whether its "
                                     "checkpoints belong to it; start the run again")
     d = first_difference(stored, current, ignore=("slots",) if slots_given else ())
     if d:
