@@ -170,7 +170,7 @@ def _edit_json(path, fn):
     path.write_text(json.dumps(d))
 
 
-def _set(path, keys, value):
+def _set(keys, value):
     def fn(d):
         for k in keys[:-1]:
             d = d[k]
@@ -187,16 +187,17 @@ def resume_probes(root, tmp):
         prepare(d)
         cases.append((d, text))
 
-    case("seed", lambda d: _edit_json(d / "config.json", _set(d, ["seed"], 99)), "seed differs")
-    case("devices", lambda d: _edit_json(d / "config.json", _set(d, ["config", "devices"], 5)), "config.devices differs")
-    case("deadline", lambda d: _edit_json(d / "config.json", _set(d, ["config", "deadline_ms"], 25.0)),
+    case("seed", lambda d: _edit_json(d / "config.json", _set(["seed"], 99)), "seed differs")
+    case("devices", lambda d: _edit_json(d / "config.json", _set(["config", "devices"], 5)),
+         "config.devices differs")
+    case("deadline", lambda d: _edit_json(d / "config.json", _set(["config", "deadline_ms"], 25.0)),
          "config.deadline_ms differs")
-    case("jax", lambda d: _edit_json(d / "config.json", _set(d, ["fingerprint", "versions", "jax"], "0.0.1")),
+    case("jax", lambda d: _edit_json(d / "config.json", _set(["fingerprint", "versions", "jax"], "0.0.1")),
          "versions.jax differs")
     case("nofp", lambda d: _edit_json(d / "config.json", lambda c: c.pop("fingerprint")), "no fingerprint")
     case("noslots", lambda d: _edit_json(d / "config.json", lambda c: c.pop("slots")), "no 'slots'")
     case("array", lambda d: (d / "config.json").write_text("[1, 2]"), "a JSON array, not an object")
-    case("floatseed", lambda d: _edit_json(d / "config.json", _set(d, ["seed"], 1e23)), "seed")
+    case("floatseed", lambda d: _edit_json(d / "config.json", _set(["seed"], 1e23)), "seed")
 
     def other_run(d):  # the checkpoints of the seed-8 run beside the seed-7 config.json
         shutil.rmtree(d / "checkpoints")
@@ -208,7 +209,7 @@ def resume_probes(root, tmp):
         shutil.rmtree(d / "checkpoints")
         shutil.copytree(root / "n4" / "checkpoints", d / "checkpoints")
         fp = json.loads((d / "config.json").read_text())["fingerprint"]
-        _edit_json(d / "checkpoints" / "slot_20" / "meta.json", _set(d, ["fingerprint"], fp))
+        _edit_json(d / "checkpoints" / "slot_20" / "meta.json", _set(["fingerprint"], fp))
 
     case("shapes", wrong_shapes, "has shape")
     return cases
@@ -257,7 +258,8 @@ def test_first_nonfinite():
     import numpy as np
 
     nan = float("nan")
-    recs = {"reward": np.array([[1.0, 2.0, 3.0, 4.0]] * 2), "loss": np.array([[nan, nan, 0.5, 0.4], [nan, 0.3, nan, 1]])}
+    recs = {"reward": np.array([[1.0, 2.0, 3.0, 4.0]] * 2),
+            "loss": np.array([[nan, nan, 0.5, 0.4], [nan, 0.3, nan, 1]])}
     bad = rundir.first_nonfinite(recs)
     assert (bad.key, bad.slot, bad.run) == ("loss", 2, 1)  # NaN before the first step is by design
     # the same records in two pieces, as run_plan sees them chunk by chunk
