@@ -305,6 +305,24 @@ def test_experiments_refusals(tmp_path, capsys):
     assert snapshot(tmp_path) == before
 
 
+def test_experiments_overwrite_clears_the_earlier_run_first(tmp_path, monkeypatch):
+    out = tmp_path / "e"
+    (out / "cells").mkdir(parents=True)
+    for name in ("cells/base-random-N4-T20-abort.csv", "devices.csv", "summary.json", "devices_abort.png", "notes.txt"):
+        (out / name).write_text("old\n")
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ex, "run_cell", killed)
+    argv = ["devices", "--seeds", "1", "--slots", "5", "--n-values", "4", "--policies", "random", "--quiet",
+            "--workers", "1", "--out", str(out)]
+    with pytest.raises(KeyboardInterrupt):
+        ex.main(argv + ["--overwrite"])
+    assert sorted(os.listdir(out)) == ["cells", "notes.txt"]  # only what the new run wrote, and yours
+    assert os.listdir(out / "cells") == [ex.CELLS_FINGERPRINT]
+
+
 def test_experiments_stop_at_a_nonfinite_cell(tmp_path):
     import numpy as np
 

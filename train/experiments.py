@@ -279,7 +279,7 @@ def check_out(plan: Plan, overwrite: bool) -> None:
         cells = os.path.join(folder, "cells")
         if os.path.isdir(cells) and os.listdir(cells):
             return "cells/"
-        return None
+        return "summary.json" if os.path.isfile(os.path.join(folder, "summary.json")) else None
 
     parent = os.path.dirname(os.path.abspath(plan.out))
     if os.path.isdir(parent):
@@ -297,6 +297,20 @@ def check_out(plan: Plan, overwrite: bool) -> None:
 
 
 CELLS_FINGERPRINT = "fingerprint.json"
+
+
+def clear_experiment(folder: str, exp: str) -> None:
+    """--overwrite: delete an experiment's cells/, CSV, summary.json and figures (nothing else in
+    the folder)."""
+    import glob
+
+    cells = os.path.join(folder, "cells")
+    if os.path.isdir(cells):
+        shutil.rmtree(cells)
+    for path in [os.path.join(folder, f"{exp}.csv"), os.path.join(folder, "summary.json"),
+                 *glob.glob(os.path.join(folder, f"{exp}_*.png"))]:
+        if os.path.isfile(path):
+            os.remove(path)
 
 
 def cells_fingerprint() -> dict:
@@ -745,11 +759,13 @@ def run(plan: Plan) -> dict:
     normalise = oracle_available()
     report = {}
     todo, skipped, cell_times = {}, {}, {}
+    if plan.overwrite and len(plan.experiments) > 1 and os.path.isfile(os.path.join(plan.out, "timing.json")):
+        os.remove(os.path.join(plan.out, "timing.json"))  # a paper run's, rewritten at the end
     for exp in plan.experiments:
         folder = plan.folder(exp)
         cells_dir = os.path.join(folder, "cells")
-        if plan.overwrite and os.path.isdir(cells_dir):
-            shutil.rmtree(cells_dir)  # --overwrite: the cells of an earlier run here go
+        if plan.overwrite:  # the cells and files of an earlier run here go, before any new cell
+            clear_experiment(folder, exp)
         os.makedirs(cells_dir, exist_ok=True)
         from .outputs import write_json
 
