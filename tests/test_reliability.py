@@ -377,6 +377,15 @@ def test_sim_throughput_one_line(argv, field, capsys):
     one_line(capsys, field)
 
 
+def test_policy_quality_out_checked_first(tmp_path, capsys):
+    from benchmarks import policy_quality
+
+    probes = (["--out", ""], ["--slots", "99999999999"]) + ((["--out", "/proc/x"],) if os.path.isdir("/proc") else ())
+    for argv in probes:
+        assert policy_quality.main(argv) == 2, argv
+        one_line(capsys, "slots" if "--slots" in argv else "out")
+
+
 def test_profiling_outputs_checked_first(tmp_path, capsys):
     from profiling import time_exits, train_exits
 
