@@ -139,9 +139,17 @@ def check_args(args) -> None:
     from grle_jax.agent import ALL_POLICIES, AgentConfig
     from grle_jax.config import SCENARIOS, Config
 
+    from grle_jax.config import check_int
+    from train.rundir import check_out_dir
+
     for name in ("slots", "seeds", "chunk"):
         if getattr(args, name) < 1:
             raise ConfigError(name, f"must be at least 1, got {getattr(args, name)}")
+        check_int(name, getattr(args, name), 1)
+    if not args.out.strip():
+        raise ConfigError("out", f"must be a path, got {args.out!r}")
+    if os.path.isdir(os.path.dirname(os.path.abspath(args.out))):  # writable, before hours of runs (issue 15)
+        check_out_dir("out", args.out, overwrite=True)
     for sc in args.scenarios:
         if sc not in SCENARIOS:
             raise ConfigError("scenarios", f"unknown scenario {sc!r} (choose from {', '.join(SCENARIOS)})")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import jax
@@ -22,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from grle_jax.baselines import random_policy
-from grle_jax.config import Config
+from grle_jax.config import Config, check_int
+from grle_jax.errors import ConfigError
 from grle_jax.dynamics import score, step
 from grle_jax.scenario import observe, reset, sample
 
@@ -66,8 +68,32 @@ def make_candidates(static, params, k: int):
     return jax.jit(jax.vmap(one_state))
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one ``error: <field>: <why>`` line (exit 2)."""
+
+    def error(self, message: str):  # noqa: D401
+        field = "arguments"
+        if message.startswith("argument "):
+            head, _, why = message[len("argument "):].partition(": ")
+            field, message = head.split("/")[-1].lstrip("-").replace("-", "_"), why
+        raise ConfigError(field, message)
+
+
+def _ints(field: str, text: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(field, f"must be comma-separated integers, got {text!r}") from None
+    if not vals:
+        raise ConfigError(field, "is empty")
+    for v in vals:
+        check_int(field, v, 1)
+    return vals
+
+
+def parse(argv=None):
+    """The checked arguments: (namespace, config, env-batch sizes, K values); ConfigError if bad."""
+    p = _Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--devices", type=int, default=14)
     p.add_argument("--servers", type=int, default=2)
     p.add_argument("--scenario", default="csi")
@@ -79,6 +105,18 @@ def main(argv=None) -> dict:
     p.add_argument("--json", default=None, help="also write the figures here")
     a = p.parse_args(argv)
     cfg = Config.for_scenario(a.scenario, devices=a.devices, servers=a.servers)
+    for name in ("slots", "reps", "states"):
+        check_int(name, getattr(a, name), 1)
+    batches, ks = _ints("batches", a.batches), _ints("ks", a.ks)
+    if a.json is not None:
+        from train.rundir import check_out_file
+
+        check_out_file("json", a.json, overwrite=True)
+    return a, cfg, batches, ks
+
+
+def main(argv=None) -> dict:
+    a, cfg, batches, ks = parse(argv)
     static, params = cfg.static(), cfg.params()
     dev = jax.devices()[0]
     print(f"device: {dev.platform} {dev.device_kind}; jax {jax.__version__}; N={a.devices} M={a.servers} "
@@ -86,14 +124,14 @@ def main(argv=None) -> dict:
     res = {"device": f"{dev.platform}:{dev.device_kind}", "sim": [], "candidates": []}
     sim = make_sim(static, params, a.slots)
     print(f"{'envs':>8} {'compile s':>10} {'call s':>10} {'env-slots/s':>14}")
-    for b in [int(x) for x in a.batches.split(",")]:
+    for b in batches:
         keys = jax.random.split(jax.random.key(0), b)
         c, t = timed(sim, keys, reps=a.reps)
         rate = b * a.slots / t
         res["sim"].append({"envs": b, "compile_s": c, "call_s": t, "env_slots_per_s": rate})
         print(f"{b:>8} {c:>10.2f} {t:>10.4f} {rate:>14,.0f}")
     print(f"{'K':>8} {'compile s':>10} {'call s':>10} {'cand. evals/s':>14}   ({a.states} states per call)")
-    for k in [int(x) for x in a.ks.split(",")]:
+    for k in ks:
         fn = make_candidates(static, params, k)
         keys = jax.random.split(jax.random.key(1), a.states)
         c, t = timed(fn, keys, reps=a.reps)
@@ -106,5 +144,16 @@ def main(argv=None) -> dict:
     return res
 
 
+def cli(argv=None) -> int:
+    """``main`` with bad input as one ``error: <field>: <why>`` line and exit status 2."""
+    try:
+        parse(argv)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    main(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from .config import EnvStatic
+from .config import EnvStatic, check_float32, check_int
 from .errors import ConfigError
 
 LEARNING_POLICIES = ("grle", "grl", "droo", "drooe")
@@ -99,6 +99,7 @@ class AgentConfig:
             raise ConfigError("policy", f"unknown policy {self.policy!r} (choose from {', '.join(ALL_POLICIES)})")
         if not _num(self.lr) or not math.isfinite(self.lr) or self.lr <= 0:
             raise ConfigError("lr", f"must be a positive number, got {self.lr!r}")
+        check_float32("lr", self.lr)
         if self.k is not None:
             _int_at_least("k", self.k, 1)
         if not isinstance(self.adaptive_k, (bool, np.bool_)):
@@ -258,7 +259,4 @@ def _num(x) -> bool:
 
 
 def _int_at_least(name: str, v, lo: int) -> None:
-    if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
-        raise ConfigError(name, f"must be an integer, got {v!r}")
-    if v < lo:
-        raise ConfigError(name, f"must be at least {lo}, got {v}")
+    check_int(name, v, lo)  # and within int32 (issue 15)

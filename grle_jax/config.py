@@ -36,6 +36,10 @@ SCENARIOS: dict[str, dict] = {
     "csi": {"phi_range": (0.25, 1.0), "eps_range": (0.8, 1.2), "csi_range": (0.8, 1.2)},
 }
 
+# what the compiled programs hold: int32 indices and counts, float32 values (issue 15)
+INT32_MAX = 2**31 - 1
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 RANGE_FIELDS = ("size_kb", "rate_mbps", "phi_range", "eps_range", "csi_range")
 PROB_FIELDS = ("p_link", "p_active")
 
@@ -76,7 +80,7 @@ class Config:
         _int_at_least("topology_every", self.topology_every, 1)
         if self.overdue not in OVERDUE_RULES:
             raise ConfigError("overdue", f"must be one of {', '.join(OVERDUE_RULES)}, got {self.overdue!r}")
-        if self.scenario not in SCENARIOS:
+        if not isinstance(self.scenario, str) or self.scenario not in SCENARIOS:
             raise ConfigError("scenario", f"unknown scenario {self.scenario!r} (choose from {', '.join(SCENARIOS)})")
         for name in ("slot_ms", "deadline_ms"):
             _positive(name, getattr(self, name))
@@ -96,7 +100,7 @@ class Config:
     @staticmethod
     def for_scenario(name: str, **overrides) -> "Config":
         """A config with the scenario preset ``name`` applied, then ``overrides``."""
-        if name not in SCENARIOS:
+        if not isinstance(name, str) or name not in SCENARIOS:
             raise ConfigError("scenario", f"unknown scenario {name!r} (choose from {', '.join(SCENARIOS)})")
         fields = dict(SCENARIOS[name])
         fields.update(overrides)
@@ -219,21 +223,37 @@ def _is_num(x) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
-def _int_at_least(name: str, v, lo: int) -> None:
+def check_int(name: str, v, lo: int, hi: int = INT32_MAX) -> None:
+    """An integer in [lo, hi] (by default what an int32 holds); ``ConfigError(name, why)`` if not."""
     if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
         raise ConfigError(name, f"must be an integer, got {v!r}")
     if v < lo:
         raise ConfigError(name, f"must be at least {lo}, got {v}")
+    if v > hi:
+        raise ConfigError(name, f"must be at most {hi}, got {v}")
+
+
+def check_float32(name: str, v) -> None:
+    """A finite number that float32 holds (|v| <= 3.4e38); ``ConfigError(name, why)`` if not."""
+    if not _is_num(v) or not math.isfinite(v) or abs(v) > FLOAT32_MAX:
+        raise ConfigError(name, f"must be a finite number within float32's range (|x| <= {FLOAT32_MAX:.4g}), "
+                                f"got {v!r}")
+
+
+def _int_at_least(name: str, v, lo: int) -> None:
+    check_int(name, v, lo)
 
 
 def _positive(name: str, v) -> None:
     if not _is_num(v) or not math.isfinite(v) or v <= 0:
         raise ConfigError(name, f"must be a positive number, got {v!r}")
+    check_float32(name, v)
 
 
 def _finite_at_least(name: str, v, lo: float) -> None:
     if not _is_num(v) or not math.isfinite(v) or v < lo:
         raise ConfigError(name, f"must be a finite number >= {lo}, got {v!r}")
+    check_float32(name, v)
 
 
 def _probability(name: str, v) -> None:
@@ -244,6 +264,8 @@ def _probability(name: str, v) -> None:
 def _range(name: str, v) -> None:
     if not isinstance(v, (tuple, list)) or len(v) != 2 or not all(_is_num(x) and math.isfinite(x) for x in v):
         raise ConfigError(name, f"must be a pair [low, high] of finite numbers, got {v!r}")
+    for x in v:
+        check_float32(name, x)
     lo, hi = v
     if lo > hi:
         raise ConfigError(name, f"low {lo} is above high {hi}")

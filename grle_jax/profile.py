@@ -81,6 +81,9 @@ class Profile:
     def from_dict(d, where: str = "profile") -> "Profile":
         if not isinstance(d, dict):
             raise ConfigError(where, "must be a JSON object with exits, acc and devices")
+        unknown = sorted(set(d) - set(PROFILE_FIELDS))
+        if unknown:  # as Config.from_dict refuses a misspelt field (issue 15)
+            raise ConfigError(f"{where}.{unknown[0]}", f"unknown profile field (known: {', '.join(PROFILE_FIELDS)})")
         for key in ("exits", "acc", "devices"):
             if key not in d:
                 raise ConfigError(f"{where}.{key}", "missing")
@@ -138,6 +141,9 @@ class Profile:
         return Profile.from_dict(d)
 
 
+PROFILE_FIELDS = ("exits", "acc", "devices", "es_map", "meta")
+
+
 def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
@@ -165,6 +171,8 @@ def _validate(p: Profile) -> None:
                 raise ConfigError(f"profile.devices[{i}].time_ms[{e}]", f"must be finite, got {x}")
             if x <= 0:
                 raise ConfigError(f"profile.devices[{i}].time_ms[{e}]", f"must be positive, got {x}")
+            if x > 3.4e38:
+                raise ConfigError(f"profile.devices[{i}].time_ms[{e}]", f"must be within float32's range, got {x}")
 
 
 # MODEL.md section 1: the paper's table (VGG-16 on CIFAR-10, exits 1, 3, 4, 7, 17).

@@ -73,6 +73,34 @@ def read_json(path: str, field: str):
         raise ConfigError(field, f"cannot read {path} ({err.strerror})") from None
 
 
+CREATED_FOLDERS = ("results", "runs")  # git-ignored folders of the current directory the tools create
+
+
+def check_output(path, field: str = "out", is_dir: bool = False) -> None:
+    """Before any work (issue 15): ``path`` is a path, its folder exists (or is ``results/`` or
+    ``runs/`` of the current directory, which the tools create, as for their defaults) and the
+    nearest existing folder on the way is writable (a probe file is created and removed)."""
+    if not isinstance(path, str) or not path.strip():
+        raise ConfigError(field, f"must be a path, got {path!r}")
+    if is_dir and os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(field, f"exists and is not a folder: {path}")
+    if not is_dir and os.path.isdir(path):
+        raise ConfigError(field, f"is a folder: {path}")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent) and parent not in {os.path.abspath(d) for d in CREATED_FOLDERS}:
+        raise ConfigError(field, f"folder does not exist: {parent}")
+    d = os.path.abspath(path) if is_dir else parent
+    while not os.path.isdir(d):
+        d = os.path.dirname(d)
+    probe = os.path.join(d, f".probe-{os.getpid()}")
+    try:
+        with open(probe, "w") as f:
+            f.write("probe\n")
+        os.remove(probe)
+    except OSError as err:
+        raise ConfigError(field, f"cannot write in {d} ({err.strerror or err})") from None
+
+
 def write_json(path: str, data, field: str = "out") -> None:
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -144,9 +144,17 @@ def read_cifar10_bin(path: str) -> tuple[np.ndarray, np.ndarray]:
     return _planes_to_images(rec[:, 1:]), y
 
 
+CIFAR10_KEYS = ("batch_label", "labels", "data", "filenames")
+
+
 def read_cifar10_py(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """One python batch, through ``safe_unpickle``."""
+    """One python batch, through ``safe_unpickle``: a dict of CIFAR-10's keys only, ``data`` one
+    bytes/array blob (or rows of ints), ``labels`` a flat list of ints."""
     try:
+        size = os.path.getsize(path)
+        if size > MAX_PICKLE_BYTES:
+            raise ConfigError("data", f"{path}: {size} bytes, more than a CIFAR-10 batch can be "
+                                      f"({MAX_PICKLE_BYTES} at most)")
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as err:
@@ -155,6 +163,10 @@ def read_cifar10_py(path: str) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(obj, dict):
         raise ConfigError("data", f"{path}: not a CIFAR-10 python batch (a {type(obj).__name__}, not a dict)")
     obj = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+    unknown = [k for k in obj if k not in CIFAR10_KEYS]
+    if unknown:
+        raise ConfigError("data", f"{path}: not a CIFAR-10 python batch (key {unknown[0]!r}; a batch holds "
+                                  f"{', '.join(CIFAR10_KEYS)})")
     if "data" not in obj or "labels" not in obj:
         raise ConfigError("data", f"{path}: not a CIFAR-10 python batch (no 'data' and 'labels' keys)")
     data, labels = obj["data"], obj["labels"]
@@ -189,6 +201,10 @@ def _text(v) -> str:
 
 class _Refused(Exception):
     pass
+
+
+class _Shape(_Refused):
+    """A shape no CIFAR-10 batch has: shared references, deep nesting, too many objects."""
 
 
 class _NDArrayClass:
@@ -275,7 +291,27 @@ _ADMITTED[("numpy", "dtype")] = _DType
 _ADMITTED[("_codecs", "encode")] = _codecs_encode
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+MAX_PICKLE_BYTES = 256 << 20  # a CIFAR-10 python batch is 31 MB
+MAX_MARK_DEPTH = 32  # nested MARKs (tuples, lists, dicts being built inside one another)
+MAX_STACK = 8192  # objects on the unpickler's stack at once (a batch of APPENDS holds up to 1000)
+_SHAREABLE = (str, bytes, int, float, complex, bool, type(None), _DType, type, type(len), type(_scalar))
+
+
+def _shared(obj) -> bool:
+    """A reference to ``obj`` made twice would let a small pickle stand for an exponential object
+    (``l = [b'x']; for _ in range(60): l = [l, l]``): only immutable scalars, dtypes, the admitted
+    globals and empty tuples may be referenced more than once."""
+    return not (isinstance(obj, _SHAREABLE) or (isinstance(obj, tuple) and not obj)
+                or (callable(obj) and not isinstance(obj, _Array)))
+
+
+class _RestrictedUnpickler(pickle._Unpickler):
+    """Python's own unpickler (the pure-Python one, so each opcode can be checked) admitting only
+    the globals in ``_ADMITTED``, refusing shared references to containers (memo GETs and DUP),
+    deep nesting and a stack beyond ``MAX_STACK``, each before the object is built."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
     def find_class(self, module, name):
         try:
             return _ADMITTED[(module, name)]
@@ -285,11 +321,42 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         raise _Refused("persistent ids")
 
+    def _check_top(self, what: str):
+        if self.stack and _shared(self.stack[-1]):
+            raise _Shape(f"a shared reference ({what} of a {type(self.stack[-1]).__name__}): a CIFAR-10 "
+                           "batch holds every object once")
+
+    def _check_size(self):
+        if len(self.metastack) > MAX_MARK_DEPTH:
+            raise _Shape(f"nesting deeper than {MAX_MARK_DEPTH}")
+        if len(self.stack) > MAX_STACK:
+            raise _Shape(f"more than {MAX_STACK} objects on the stack (nesting too deep)")
+
+
+def _checked(op: bytes, check: str):
+    original = pickle._Unpickler.dispatch[op[0]]
+
+    def load(self):
+        original(self)
+        if check == "shared":
+            self._check_top(f"opcode {op!r}")
+        else:
+            self._check_size()
+
+    _RestrictedUnpickler.dispatch[op[0]] = load
+
+
+for _op in (pickle.GET, pickle.BINGET, pickle.LONG_BINGET, pickle.DUP):
+    _checked(_op, "shared")
+for _op in (pickle.MARK, pickle.EMPTY_LIST, pickle.EMPTY_DICT, pickle.EMPTY_SET, pickle.EMPTY_TUPLE, pickle.LIST,
+            pickle.DICT, pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3, pickle.FROZENSET):
+    _checked(_op, "size")
+
 
 def _unwrap(obj, depth=0):
     """Replace array stand-ins by numpy arrays, recursively through plain containers."""
     if depth > 100:
-        raise _Refused("nesting deeper than 100")
+        raise _Shape("nesting deeper than 100")
     if isinstance(obj, _Array):
         if obj.value is None:
             raise _Refused("array without data")
@@ -310,9 +377,15 @@ def safe_unpickle(raw: bytes, where: str = "pickle"):
 
     Raises ``ConfigError('data', ...)`` for anything else, before calling it.
     """
+    if len(raw) > MAX_PICKLE_BYTES:
+        raise ConfigError("data", f"{where}: {len(raw)} bytes, more than a CIFAR-10 batch can be "
+                                  f"({MAX_PICKLE_BYTES} at most)")
     try:
         obj = _RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
         return _unwrap(obj)
+    except _Shape as err:
+        raise ConfigError("data", f"{where}: refused to unpickle {err} (a CIFAR-10 batch is a dict of one data "
+                                  "blob and flat lists)") from None
     except _Refused as err:
         raise ConfigError("data", f"{where}: refused to unpickle {err} (only plain containers, bytes, str, "
                                   "numbers and numeric arrays are admitted)") from None

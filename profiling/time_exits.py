@@ -220,9 +220,12 @@ def plot(record: dict, path: str) -> None:
     plt.close(fig)
 
 
+DEFAULT_OUT = "results/timing.json"
+
+
 def _main(argv) -> None:
     p = _cli.Parser(prog="python -m profiling.time_exits", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="results/timing.json", help="timing JSON to write")
+    p.add_argument("--out", default=DEFAULT_OUT, help="timing JSON to write")
     p.add_argument("--plot", default=None, help="PNG plot (default: --out with .png)")
     p.add_argument("--exits", default="all", help="exits to time, e.g. 1,3,4,7,17 (default all 17)")
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier (1 = VGG-16)")
@@ -235,6 +238,9 @@ def _main(argv) -> None:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     exits = _cli.parse_exits(a.exits)
+    _cli.check_output(a.out, "out")  # before any timing (issue 15)
+    if a.plot is not None:
+        _cli.check_output(a.plot, "plot")
     batches = [1]
     if a.batch is not None:
         _cli.positive_int(a.batch, "batch")

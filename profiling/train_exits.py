@@ -398,6 +398,7 @@ def _main(argv) -> None:
                                                   "xla elsewhere), xla or im2col")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    _cli.check_output(a.out, "out", is_dir=True)  # before any work (issue 15)
     train(a.dataset, a.data, a.width, a.epochs, a.head_epochs, a.batch, a.limit, a.test_limit, a.lr, a.head_lr,
           a.augment, a.out, a.resume, a.seed, a.conv, log=lambda s: print(s, flush=True))
 

@@ -56,7 +56,7 @@ def test_same_seed_same_trace(tmp_path, capsys):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     for p in (a, b):
         assert run_cli(["--policy", "random", "--devices", "3", "--slots", "20", "--seed", "7",
-                        "--trace", str(p), "--out", str(tmp_path / "o"), "--quiet"], capsys)[0] == 0
+                        "--trace", str(p), "--out", str(tmp_path / f"o{p.stem}"), "--quiet"], capsys)[0] == 0
     assert a.read_text() == b.read_text()
 
 

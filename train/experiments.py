@@ -15,7 +15,8 @@ only in T or scenario reuse the same compiled program (those are dynamic values)
 compiles once per (policy, N, overdue). Every cell's rows are written, atomically, to
 ``DIR/<experiment>/cells/`` as soon as it finishes, and the experiment's CSV, JSON summary and
 figures are rebuilt from the cell files; ``--resume`` skips every cell already there with the same
-seeds and slots, so a long ``paper`` run that stops loses only the cell under way.
+seeds and slots, so a long ``paper`` run that stops loses only the cell under way. Without
+``--resume`` a folder holding cells is refused unless ``--overwrite`` (which deletes them).
 
 Outputs per experiment (in ``DIR`` for one experiment, ``DIR/<experiment>`` for ``paper``):
 ``<experiment>.csv`` (one row per policy, scenario, T, N, seed, overdue with the metrics; for
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from grle_jax.agent import ALL_POLICIES, LEARNING_POLICIES, AgentConfig
-from grle_jax.config import OVERDUE_RULES, SCENARIOS, Config
+from grle_jax.config import FLOAT32_MAX, INT32_MAX, OVERDUE_RULES, SCENARIOS, Config, check_int
 from grle_jax.errors import ConfigError
 
 SWEEPS = {"devices": "base", "capacity": "capacity", "inference": "inference", "csi": "csi"}
@@ -116,6 +117,7 @@ class Plan:
     workers: int = 1  # threads compiling distinct programs side by side
     critic_rounds: int | None = None  # of the learning policies (grle_jax.critic); None: the variant's
     variant: str | None = None  # of the learning policies; None: each policy's default
+    overwrite: bool = False  # delete the cells of an earlier run (else they are refused, or kept by resume)
 
     def folder(self, exp: str) -> str:
         return os.path.join(self.out, exp) if len(self.experiments) > 1 else self.out
@@ -168,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(sweeps: {','.join(SWEEP_POLICIES)}; convergence: {','.join(CONVERGENCE_POLICIES)})")
     p.add_argument("--out", default=None, metavar="DIR", help="results folder (default results/<name>)")
     p.add_argument("--resume", action="store_true", help="keep finished cells in DIR and run only the others")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the cells of an earlier run in DIR and start again (without it, or --resume, "
+                        "a folder holding cells is refused)")
     p.add_argument("--chunk", type=int, default=1000, help="slots per compiled chunk (default 1000)")
     p.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
     p.add_argument("--critic-rounds", type=int, default=None, metavar="R",
@@ -189,6 +194,9 @@ def _int_list(field: str, text: str, lo: int) -> tuple:
     bad = [v for v in vals if v < lo]
     if bad:
         raise ConfigError(field, f"values must be at least {lo}, got {bad[0]}")
+    bad = [v for v in vals if v > INT32_MAX]
+    if bad:
+        raise ConfigError(field, f"values must be at most {INT32_MAX}, got {bad[0]}")
     return tuple(dict.fromkeys(vals))
 
 
@@ -202,6 +210,8 @@ def _float_list(field: str, text: str) -> tuple:
     for v in vals:
         if not np.isfinite(v) or v <= 0:
             raise ConfigError(field, f"values must be positive, got {v}")
+        if v > FLOAT32_MAX:
+            raise ConfigError(field, f"values must be at most {FLOAT32_MAX:.4g} (float32), got {v}")
     return tuple(dict.fromkeys(vals))
 
 
@@ -215,6 +225,11 @@ def plan_from_args(args) -> Plan:
         raise ConfigError("seeds", f"must be at least 1, got {seeds}")
     if slots < 1:
         raise ConfigError("slots", f"must be at least 1, got {slots}")
+    check_int("seeds", seeds, 1)
+    check_int("slots", slots, 1)
+    check_int("chunk", args.chunk, 1)
+    if args.critic_rounds is not None:
+        check_int("critic_rounds", args.critic_rounds, 1)
     if args.chunk < 1:
         raise ConfigError("chunk", f"must be at least 1, got {args.chunk}")
     od = args.overdue if args.overdue is not None else ("abort" if args.quick else "both")
@@ -239,14 +254,14 @@ def plan_from_args(args) -> Plan:
                 raise ConfigError("policies", f"unknown policy {p!r} (choose from {', '.join(ALL_POLICIES)})")
         if "oracle" in policies:
             _need_oracle("policies")
-    if args.critic_rounds is not None and args.critic_rounds < 1:
-        raise ConfigError("critic_rounds", f"must be at least 1, got {args.critic_rounds}")
     if args.variant is not None:
         AgentConfig(policy="grle", variant=args.variant)  # one line naming the field if unknown
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
     if workers < 1:
         raise ConfigError("workers", f"must be at least 1, got {workers}")
     out = args.out if args.out is not None else os.path.join("results", args.name)
+    if not out.strip():
+        raise ConfigError("out", f"must be a path, got {out!r}")
     parent = os.path.dirname(os.path.abspath(out))
     if args.out is not None and not os.path.isdir(parent):  # the default results/ is ours to create
         raise ConfigError("out", f"folder does not exist: {parent}")
@@ -258,9 +273,85 @@ def plan_from_args(args) -> Plan:
             cfg = Config(devices=n, slot_ms=t)
             for p in (policies or SWEEP_POLICIES):
                 AgentConfig(policy=p).check(cfg.static())
-    return Plan(experiments=exps, policies=policies, n_values=n_values, t_values=t_values, seeds=seeds,
+    plan = Plan(experiments=exps, policies=policies, n_values=n_values, t_values=t_values, seeds=seeds,
                 slots=slots, overdue=overdue, out=out, resume=bool(args.resume), chunk=args.chunk,
                 quiet=bool(args.quiet), workers=workers, critic_rounds=args.critic_rounds, variant=args.variant)
+    check_out(plan, bool(args.overwrite))
+    plan.overwrite = bool(args.overwrite)
+    return plan
+
+
+def check_out(plan: Plan, overwrite: bool) -> None:
+    """Before any work (issue 15): every experiment folder can be created and written, and one that
+    holds cells of an earlier run is refused unless --resume (keep them) or --overwrite (delete them)."""
+    from .rundir import check_out_dir, probe_writable
+
+    if overwrite and plan.resume:
+        raise ConfigError("overwrite", "contradicts --resume (which keeps the finished cells)")
+
+    def holds(folder):
+        cells = os.path.join(folder, "cells")
+        if os.path.isdir(cells) and os.listdir(cells):
+            return "cells/"
+        return "summary.json" if os.path.isfile(os.path.join(folder, "summary.json")) else None
+
+    parent = os.path.dirname(os.path.abspath(plan.out))
+    if os.path.isdir(parent):
+        check_out_dir("out", plan.out, overwrite or plan.resume, holds=holds)
+    else:  # the default results/ is created later: where it will be must be writable
+        while not os.path.isdir(parent):
+            parent = os.path.dirname(parent)
+        probe_writable("out", parent)
+    for exp in plan.experiments:
+        folder = plan.folder(exp)
+        if folder != plan.out and os.path.isdir(folder):
+            check_out_dir("out", folder, overwrite or plan.resume, holds=holds)
+        if plan.resume:
+            check_cells_fingerprint(os.path.join(folder, "cells"))
+
+
+CELLS_FINGERPRINT = "fingerprint.json"
+
+
+def clear_experiment(folder: str, exp: str) -> None:
+    """--overwrite: delete an experiment's cells/, CSV, summary.json and figures (nothing else in
+    the folder)."""
+    import glob
+
+    cells = os.path.join(folder, "cells")
+    if os.path.isdir(cells):
+        shutil.rmtree(cells)
+    for path in [os.path.join(folder, f"{exp}.csv"), os.path.join(folder, "summary.json"),
+                 *glob.glob(os.path.join(folder, f"{exp}_*.png"))]:
+        if os.path.isfile(path):
+            os.remove(path)
+
+
+def cells_fingerprint() -> dict:
+    """What, besides a cell's own settings (its name, seeds and slots), determines its numbers."""
+    from .outputs import device_kind, versions
+
+    return {"versions": versions(), "device": device_kind()}
+
+
+def check_cells_fingerprint(cells_dir: str) -> None:
+    """--resume keeps cells computed by this installation only (issue 15)."""
+    from .rundir import first_difference
+
+    path = os.path.join(cells_dir, CELLS_FINGERPRINT)
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+        if not isinstance(stored, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+        raise ConfigError("resume", f"unreadable {path} ({err})") from None
+    d = first_difference(stored, cells_fingerprint())
+    if d:
+        raise ConfigError("resume", f"{d[0]} differs: the cells in {cells_dir} were computed with {d[1]!r}, this "
+                                    f"installation has {d[2]!r}; use --overwrite or another --out")
 
 
 def _need_oracle(field: str) -> None:
@@ -682,12 +773,17 @@ def run(plan: Plan) -> dict:
     normalise = oracle_available()
     report = {}
     todo, skipped, cell_times = {}, {}, {}
+    if plan.overwrite and len(plan.experiments) > 1 and os.path.isfile(os.path.join(plan.out, "timing.json")):
+        os.remove(os.path.join(plan.out, "timing.json"))  # a paper run's, rewritten at the end
     for exp in plan.experiments:
         folder = plan.folder(exp)
         cells_dir = os.path.join(folder, "cells")
-        if not plan.resume and os.path.isdir(cells_dir):
-            shutil.rmtree(cells_dir)  # a fresh run: cells of an earlier run here are stale
+        if plan.overwrite:  # the cells and files of an earlier run here go, before any new cell
+            clear_experiment(folder, exp)
         os.makedirs(cells_dir, exist_ok=True)
+        from .outputs import write_json
+
+        write_json(os.path.join(cells_dir, CELLS_FINGERPRINT), cells_fingerprint())
         cells = plan.cells(exp)
         todo[exp], skipped[exp], cell_times[exp] = [], 0, {}
         for i, cell in enumerate(cells):
@@ -702,6 +798,7 @@ def run(plan: Plan) -> dict:
         exp = cell.experiment
         conv = exp == "convergence"
         recs, wall = run_cell(cell, plan.seeds, plan.slots, plan.chunk, normalise and conv)
+        check_finite(cell, recs, plan)
         rows = (convergence_rows if conv else sweep_rows)(cell, recs, wall)
         write_csv(os.path.join(plan.folder(exp), "cells", cell.name + ".csv"), rows,
                   CONV_COLUMNS if conv else SWEEP_COLUMNS)
@@ -764,6 +861,18 @@ def run(plan: Plan) -> dict:
     return report
 
 
+def check_finite(cell: Cell, recs: dict, plan: Plan) -> None:
+    """A cell whose loss or reward became NaN or infinite is not written; the run stops with one
+    line naming the cell, seed and slot (the finished cells stay, --resume continues)."""
+    from .rundir import first_nonfinite
+
+    bad = first_nonfinite(recs)
+    if bad is not None:
+        raise ConfigError(bad.key, f"became {bad.value} at slot {bad.slot} of cell {cell.name} (seed {bad.run}); "
+                                   f"the run stopped, the finished cells are kept in {plan.folder(cell.experiment)}"
+                                   "/cells")
+
+
 def main(argv=None) -> int:
     try:
         plan = plan_from_args(build_parser().parse_args(argv))
@@ -771,7 +880,11 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     os.makedirs(plan.out, exist_ok=True)
-    run(plan)
+    try:
+        run(plan)
+    except ConfigError as err:  # a NaN or infinite loss or reward (check_finite)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -14,6 +14,10 @@ moving average, or the reward's when ``--normalise`` is off, and the training lo
 continues such a run and ends with exactly the results of an uninterrupted one.
 
 Bad input prints one line ``error: <field>: <why>`` and exits 2, before anything is written.
+Every output path is checked before any work; a folder that already holds a run, or a trace that
+exists, is refused unless ``--overwrite``; ``--resume`` refuses a folder whose fingerprint does not
+match; a NaN or infinite loss or reward stops the run at that slot, the slots before it saved
+(``train.rundir``, docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -22,13 +26,12 @@ import argparse
 import io
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 
 from grle_jax.agent import ALL_POLICIES, FIXED_POLICIES, LEARNING_POLICIES, AgentConfig
-from grle_jax.config import OVERDUE_RULES, SCENARIOS, Config
+from grle_jax.config import INT32_MAX, OVERDUE_RULES, SCENARIOS, Config, check_int
 from grle_jax.errors import ConfigError
 from grle_jax.profile import DEFAULT_PROFILE, Profile
 
@@ -127,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
                    help="save a checkpoint every K slots in DIR/checkpoints")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run whose results folder is DIR")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace the run already in --out (and an existing --trace file); without it they are refused")
     p.add_argument("--stop-after", type=int, default=None, metavar="SLOTS",
                    help="stop after this many slots as if killed (to test --resume); only checkpoints are written")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress line")
@@ -159,6 +164,8 @@ def config_from_args(args) -> Config:
 def check_output_path(field: str, path: str | None, is_dir: bool = False) -> None:
     if path is None:
         return
+    if not path.strip():
+        raise ConfigError(field, f"must be a path, got {path!r}")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise ConfigError(field, f"folder does not exist: {parent}")
@@ -168,9 +175,17 @@ def check_output_path(field: str, path: str | None, is_dir: bool = False) -> Non
         raise ConfigError(field, f"is a folder: {path}")
 
 
+def _check_seeds(seed, seeds) -> None:
+    """Run keys are jax.random.key(seed + i): every seed must lie in 0 .. 2^31 - 1 (larger ones wrap)."""
+    check_int("seed", seed, 0)
+    check_int("seeds", seeds, 1)
+    if seed + seeds - 1 > INT32_MAX:
+        raise ConfigError("seeds", f"seed + seeds - 1 = {seed + seeds - 1} is above {INT32_MAX}")
+
+
 def _at_least(field: str, v, lo: int) -> None:
-    if v is not None and v < lo:
-        raise ConfigError(field, f"must be at least {lo}, got {v}")
+    if v is not None:
+        check_int(field, v, lo)  # and within int32 (issue 15)
 
 
 # --- the plan of a run ----------------------------------------------------------------------------------
@@ -196,6 +211,9 @@ class Plan:
     resume: bool = False
     multiprocess: bool = False
     extra: dict = field(default_factory=dict)
+    stopped: object = None  # train.rundir.NonFinite when a loss or reward became NaN/inf
+    overwrite: bool = False
+    slots_given: bool = False  # --resume --slots: the run is extended (slots may differ from config.json's)
 
     @property
     def policy(self) -> str:
@@ -208,6 +226,13 @@ class Plan:
             "sweep": self.grid, "normalise": self.normalise, "window": self.window, "chunk": self.chunk,
             "checkpoint_every": self.checkpoint_every,
         }
+
+    def fingerprint(self) -> dict:
+        """Everything that determines the numbers (train.rundir.fingerprint)."""
+        from .outputs import device_kind, versions
+        from .rundir import fingerprint
+
+        return fingerprint(self.to_json(), versions(), device_kind())
 
 
 def default_out(policy: str, cfg: Config, seed: int, seeds: int, sweep_path: str | None) -> str:
@@ -256,7 +281,7 @@ def plan_from_args(args) -> Plan:
     _at_least("slots", slots, 1)
     seed = 0 if args.seed is None else args.seed
     seeds = 1 if args.seeds is None else args.seeds
-    _at_least("seeds", seeds, 1)
+    _check_seeds(seed, seeds)
     window = 50 if args.window is None else args.window
     _at_least("window", window, 1)
     chunk = 1000 if args.chunk is None else args.chunk
@@ -294,12 +319,28 @@ def plan_from_args(args) -> Plan:
     if args.out is None:
         if os.path.exists(out) and not os.path.isdir(out):
             raise ConfigError("out", f"exists and is not a folder: {out}")
-        os.makedirs(os.path.dirname(out), exist_ok=True)  # runs/
+        try:
+            os.makedirs(os.path.dirname(out), exist_ok=True)  # runs/
+        except OSError as err:
+            raise ConfigError("out", f"cannot create {os.path.dirname(out)} ({err.strerror or err})") from None
     check_output_path("out", out, is_dir=True)
+    check_outputs(args, out)
     return Plan(cfg=cfg, agent=agent, profile=profile, profile_path=args.profile, slots=slots, seed=seed,
                 seeds=seeds, grid=grid, sweep_path=args.sweep, normalise=normalise, window=window, chunk=chunk,
                 out=out, trace=args.trace, checkpoint_every=args.checkpoint_every, stop_after=args.stop_after,
-                quiet=bool(args.quiet))
+                quiet=bool(args.quiet), overwrite=bool(args.overwrite))
+
+
+def check_outputs(args, out: str) -> None:
+    """Before any work (issue 15): --out can be created and written and holds no earlier run, the
+    trace's folder is writable and the trace does not exist, unless --overwrite. A process other
+    than 0 of a multi-process run writes nothing, so it does not check."""
+    from . import rundir
+
+    if args.process_id:
+        return
+    rundir.check_out_dir("out", out, bool(args.overwrite))
+    rundir.check_out_file("trace", args.trace, bool(args.overwrite), out_dir=out)
 
 
 def plan_from_resume(args) -> Plan:
@@ -315,23 +356,65 @@ def plan_from_resume(args) -> Plan:
     try:
         with open(path) as f:
             saved = json.load(f)
+        if not isinstance(saved, dict):
+            from .rundir import json_kind
+
+            raise ValueError(f"a JSON {json_kind(saved)}, not an object")
         cfg = Config.from_dict(saved["config"])
         agent = AgentConfig.from_dict(saved["agent"])
         profile = Profile.from_dict(saved["profile"])
-    except (KeyError, json.JSONDecodeError, ConfigError) as err:
-        raise ConfigError("resume", f"{path} is not a config.json written by train.grle ({err})") from None
+        fields = {k: saved[k] for k in ("slots", "seed", "seeds", "normalise", "window")}
+    except (KeyError, TypeError, ValueError, ConfigError) as err:  # JSONDecodeError is a ValueError
+        why = f"no {err}" if isinstance(err, KeyError) else str(err)
+        raise ConfigError("resume", f"{path} is not a config.json written by train.grle ({why})") from None
+    from .rundir import clean_stale_tmp
+
+    clean_stale_tmp(os.path.join(d, "checkpoints"))  # what a killed checkpoint write left
     if checkpoint.latest(os.path.join(d, "checkpoints")) is None:
         raise ConfigError("resume", f"no checkpoint in {os.path.join(d, 'checkpoints')}")
-    slots = saved["slots"] if args.slots is None else args.slots
+    slots = fields["slots"] if args.slots is None else args.slots
     _at_least("slots", slots, 1)
+    try:  # values of the file, as the checks of the flags see them
+        _check_seeds(fields["seed"], fields["seeds"])
+        _at_least("window", fields["window"], 1)
+    except ConfigError as err:
+        raise ConfigError("resume", f"{path}: {err}") from None
     _at_least("checkpoint_every", args.checkpoint_every, 1)
     _at_least("stop_after", args.stop_after, 1)
     _at_least("chunk", args.chunk, 1)
-    return Plan(cfg=cfg, agent=agent, profile=profile, profile_path=None, slots=slots, seed=saved["seed"],
-                seeds=saved["seeds"], grid=saved.get("sweep"), sweep_path=None, normalise=saved["normalise"],
-                window=saved["window"], chunk=args.chunk or saved.get("chunk", 1000), out=d, trace=None,
-                checkpoint_every=args.checkpoint_every or saved.get("checkpoint_every"),
-                stop_after=args.stop_after, quiet=bool(args.quiet), resume=True)
+    chunk = args.chunk or saved.get("chunk") or 1000
+    _at_least("chunk", chunk, 1)
+    every = args.checkpoint_every or saved.get("checkpoint_every")
+    _at_least("checkpoint_every", every, 1)
+    grid = saved.get("sweep")
+    if grid is not None:
+        from .sweep import apply_point, check_grid, grid_points
+
+        check_grid(grid)
+        for point in grid_points(grid):
+            apply_point(cfg, agent, point)
+    plan = Plan(cfg=cfg, agent=agent, profile=profile, profile_path=None, slots=slots, seed=fields["seed"],
+                seeds=fields["seeds"], grid=grid, sweep_path=None, normalise=bool(fields["normalise"]),
+                window=fields["window"], chunk=chunk, out=d, trace=None, checkpoint_every=every,
+                stop_after=args.stop_after, quiet=bool(args.quiet), resume=True, slots_given=args.slots is not None)
+    check_resume_fingerprint(plan, saved)
+    return plan
+
+
+def check_resume_fingerprint(plan: Plan, saved: dict) -> None:
+    """--resume continues only the run config.json describes, with checkpoints of that run, on an
+    installation that gives the same numbers (train.rundir.check_fingerprints)."""
+    from . import checkpoint, rundir
+
+    ckdir = os.path.join(plan.out, "checkpoints")
+    metas = []
+    for p in checkpoint.complete(ckdir):
+        try:
+            metas.append((p, checkpoint.read_meta(p)))
+        except (OSError, ValueError) as err:
+            raise ConfigError("resume", f"unreadable checkpoint {p} ({err})") from None
+    rundir.check_fingerprints(plan.out, saved.get("fingerprint"), plan.fingerprint(), metas, plan.slots_given)
+    rundir.probe_writable("resume", plan.out)
 
 
 # --- running ---------------------------------------------------------------------------------------------
@@ -383,7 +466,8 @@ def run_plan(plan: Plan) -> tuple[dict, list[dict]] | None:
     import jax
     import numpy as np
 
-    from . import checkpoint
+    from . import checkpoint, rundir
+    from .loop import RECORD_KEYS
     from .progress import Progress
     from .sweep import Executor, build_runs, concat_records, run_batched
 
@@ -397,7 +481,12 @@ def run_plan(plan: Plan) -> tuple[dict, list[dict]] | None:
         counts.setdefault("loss", np.full(plan.slots, np.nan, np.float32))
         counts.setdefault("k", np.ones(plan.slots, np.int32))
         counts.setdefault("k_pos", np.ones(plan.slots, np.int32))
-        return {k: v[None] for k, v in counts.items()}, [{"run": 0, "seed": plan.seed}]
+        recs = {k: v[None] for k, v in counts.items()}
+        bad = rundir.first_nonfinite(recs)
+        if bad is not None:
+            plan.stopped = bad
+            recs = rundir.cut_records(recs, bad.slot)
+        return recs, [{"run": 0, "seed": plan.seed}]
 
     rs = build_runs(plan.cfg, plan.agent, plan.seeds, plan.seed, plan.grid, plan.profile, plan.normalise)
     if plan.trace:
@@ -406,15 +495,22 @@ def run_plan(plan: Plan) -> tuple[dict, list[dict]] | None:
     ckdir = os.path.join(plan.out, "checkpoints")
     state = records = None
     start = 0
+    rundir.clean_stale_tmp(ckdir)  # folders of a checkpoint write that was killed
     if plan.resume:
         template = jax.eval_shape(ex.init)
-        start, state, records = checkpoint.restore(ckdir, template)
+        try:
+            start, state, records = checkpoint.restore(ckdir, template)
+            rundir.check_restored(template, state, records, rs.runs, start,
+                                  RECORD_KEYS + (("reward_oracle",) if plan.normalise else ()),
+                                  f"checkpoint of slot {start} in {ckdir}")
+        except ConfigError:
+            raise
+        except (FileNotFoundError, ValueError) as err:
+            raise ConfigError("resume", str(err)) from None
         state = jax.tree_util.tree_map(lambda x: x[: rs.runs], state)
         if start >= plan.slots:
             records = {k: v[:, : plan.slots] for k, v in records.items()}
             return records, rs.table
-    elif plan.checkpoint_every and os.path.isdir(ckdir):
-        shutil.rmtree(ckdir)  # a fresh run: checkpoints of an earlier run in this folder are stale
     writer = None
     if plan.trace:
         from grle_jax.trace import TraceWriter, header
@@ -422,12 +518,21 @@ def run_plan(plan: Plan) -> tuple[dict, list[dict]] | None:
         writer = TraceWriter(plan.trace, header(plan.cfg, plan.profile, plan.policy, plan.seed))
     stop = plan.slots if plan.stop_after is None else min(plan.slots, plan.stop_after)
     bar = None if plan.quiet or jax.process_index() != 0 else Progress(stop - start, desc=f"{plan.policy} x{rs.runs} runs" if rs.runs > 1 else plan.policy)
-    meta = {"policy": plan.policy, "runs": rs.runs, "slots": plan.slots}
+    meta = {"policy": plan.policy, "runs": rs.runs, "slots": plan.slots, "fingerprint": plan.fingerprint()}
+
+    finite = {"loss": rundir.loss_was_finite(records) if records else None}
 
     def on_chunk(st, t_end, parts, trace, length):
-        if writer is not None and trace is not None:
-            one = jax.tree_util.tree_map(lambda x: x[0], trace)
-            writer.write_chunk({**one, "reward_observed": parts[-1]["reward_observed"][0]})
+        # NaN/inf: stop, keep the slots before it (only the new chunk is looked at)
+        bad = rundir.first_nonfinite(parts[-1], finite["loss"], t_end - length)
+        finite["loss"] = rundir.loss_was_finite(parts[-1], finite["loss"])
+        keep = length if bad is None else max(0, bad.slot - (t_end - length))
+        if writer is not None and trace is not None and keep:
+            one = jax.tree_util.tree_map(lambda x: x[0][:keep], trace)
+            writer.write_chunk({**one, "reward_observed": parts[-1]["reward_observed"][0][:keep]})
+        if bad is not None:
+            bad.records = rundir.cut_records(concat_records(parts), bad.slot)
+            raise bad
         if plan.checkpoint_every and t_end % plan.checkpoint_every == 0:
             checkpoint.save(ckdir, t_end, ex.to_host(st), concat_records(parts), meta)
         if bar:
@@ -436,6 +541,9 @@ def run_plan(plan: Plan) -> tuple[dict, list[dict]] | None:
     try:
         _, recs = run_batched(ex, plan.slots, plan.chunk, state, start, records, on_chunk,
                               plan.checkpoint_every, plan.stop_after)
+    except rundir.NonFinite as bad:
+        plan.stopped = bad
+        return bad.records, rs.table
     finally:
         if writer is not None:
             writer.close()
@@ -560,7 +668,8 @@ def write_outputs(plan: Plan, recs: dict, table: list[dict], wall: float, compil
     summary["groups"] = groups
     summary["per_run"] = [{**row, **{k: _num(v[row["run"]]) for k, v in summ.items()}} for row in table]
     write_json(os.path.join(plan.out, "config.json"),
-               {**plan.to_json(), "runs": table, "versions": versions(), "device": device_kind()})
+               {**plan.to_json(), "fingerprint": plan.fingerprint(), "runs": table, "versions": versions(),
+                "device": device_kind()})
     write_metrics_csv(os.path.join(plan.out, "metrics.csv"), cols, table)
     write_json(os.path.join(plan.out, "summary.json"), summary)
     w = plan.window
@@ -611,10 +720,39 @@ def print_summary(plan: Plan, summary: dict) -> None:
     print(f"  [{summary['wall_s']:.1f} s, {summary['agent_slots_per_s']:.0f} agent-slots/s, {summary['device']}]")
 
 
+def start_run_folder(plan: Plan) -> None:
+    """Before the first slot (issue 15): with --overwrite the earlier run's files go, then
+    config.json with the run's fingerprint (what --resume checks) is written."""
+    from . import rundir
+    from .outputs import device_kind, versions, write_json
+
+    os.makedirs(plan.out, exist_ok=True)
+    if plan.overwrite:
+        rundir.clear_run(plan.out)
+    write_json(os.path.join(plan.out, "config.json"),
+               {**plan.to_json(), "fingerprint": plan.fingerprint(), "versions": versions(), "device": device_kind()})
+
+
+def report_nonfinite(plan: Plan, recs: dict, table: list[dict], wall: float) -> int:
+    """A loss or reward became NaN or infinite: keep the slots before it, say where, exit 2."""
+    bad = plan.stopped
+    seed = table[bad.run]["seed"] if bad.run < len(table) else plan.seed
+    saved = "nothing to save"
+    if bad.slot > 0:
+        write_outputs(plan, recs, table, wall)
+        saved = f"slots 0..{bad.slot - 1} saved in {plan.out}"
+    hint = f" (learning rate {plan.agent.lr:g} too high?)" if bad.key == "loss" else ""
+    print(f"error: {bad.key}: became {bad.value} at slot {bad.slot} (run {bad.run}, seed {seed}){hint}; "
+          f"the run stopped there, {saved}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         processes = check_process_args(args)
+        if args.resume is not None and args.overwrite:
+            raise ConfigError("overwrite", "contradicts --resume (which continues the run in its folder)")
         plan = plan_from_resume(args) if args.resume is not None else plan_from_args(args)
         if plan.normalise:
             _need_oracle()
@@ -626,14 +764,14 @@ def main(argv=None) -> int:
 
         distributed_init(*processes)
         plan.multiprocess = True
-    if plan.checkpoint_every and not plan.resume:  # what --resume reads, written before the run starts
-        from .outputs import device_kind, versions, write_json
-
-        os.makedirs(plan.out, exist_ok=True)
-        write_json(os.path.join(plan.out, "config.json"),
-                   {**plan.to_json(), "versions": versions(), "device": device_kind()})
+    if not plan.resume and (processes is None or processes[2] == 0):
+        start_run_folder(plan)
     t0 = time.perf_counter()
-    result = run_plan(plan)
+    try:
+        result = run_plan(plan)
+    except ConfigError as err:  # a checkpoint that does not fit the run (--resume): nothing was run
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     wall = time.perf_counter() - t0
     if processes is not None and processes[2] != 0:
         return 0  # process 0 writes the results
@@ -641,6 +779,8 @@ def main(argv=None) -> int:
         print(f"stopped after {plan.stop_after} slots; checkpoints in {os.path.join(plan.out, 'checkpoints')}")
         return 0
     recs, table = result
+    if plan.stopped is not None:
+        return report_nonfinite(plan, recs, table, wall)
     summary = write_outputs(plan, recs, table, wall)
     print_summary(plan, summary)
     print(f"  results in {plan.out}")

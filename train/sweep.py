@@ -91,7 +91,7 @@ def apply_point(cfg: Config, agent: AgentConfig, point: dict) -> tuple[Config, A
     env_changes, agent_changes = {}, {}
     for k, v in point.items():
         if k == "scenario":
-            if v not in SCENARIOS:
+            if not isinstance(v, str) or v not in SCENARIOS:
                 raise ConfigError("sweep.scenario", f"unknown scenario {v!r} (choose from {', '.join(SCENARIOS)})")
             env_changes.update(scenario=v, **SCENARIOS[v])
         elif k in AGENT_FIELDS:

@@ -55,14 +55,25 @@ def load(path: str) -> tuple[dict, list[dict]]:
             rows = [json.loads(line) for line in f if line.strip()]
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError("trace", f"{path} is not JSON Lines ({err})") from None
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict):
+            from .rundir import json_kind
+
+            raise ConfigError("trace", f"{path}: non-empty line {i + 1} is a JSON {json_kind(r)}, not an object")
     if not rows or rows[0].get("kind") != "header":
         raise ConfigError("trace", f"{path} has no header line (MODEL.md section 7)")
     head, slots = rows[0], [r for r in rows[1:] if r.get("kind") == "slot"]
     for k in ("config", "acc", "c"):
         if k not in head:
             raise ConfigError("trace", f"header has no {k!r}")
+    if not isinstance(head["config"], dict) or not isinstance(head["c"], list) or not isinstance(head["acc"], list):
+        raise ConfigError("trace", "header's config must be an object, its acc and c lists")
     if not slots:
         raise ConfigError("trace", f"{path} has no slot lines")
+    for s in slots:
+        t = s.get("t")
+        if not isinstance(t, int) or isinstance(t, bool) or t < 0:
+            raise ConfigError("trace", f"{path}: a slot line has t = {t!r}, not a slot index (an integer >= 0)")
     return head, slots
 
 
@@ -199,23 +210,48 @@ def draw(head: dict, slots: list[dict], a: int, b: int):
     return fig
 
 
+FORMATS = (".png", ".pdf", ".svg")
+
+
+def check_out(out: str, trace: str) -> None:
+    """The picture's path (issue 15): a picture format, not the trace, a writable folder."""
+    from .rundir import probe_writable
+
+    if not out.strip():
+        raise ConfigError("out", f"must be a path, got {out!r}")
+    if os.path.splitext(out)[1].lower() not in FORMATS:
+        raise ConfigError("out", f"must end in {', '.join(FORMATS)} (the picture's format), got {out!r}")
+    if os.path.abspath(out) == os.path.abspath(trace):
+        raise ConfigError("out", "is the trace itself")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise ConfigError("out", f"folder does not exist: {parent}")
+    if os.path.isdir(out):
+        raise ConfigError("out", f"is a folder: {out}")
+    probe_writable("out", parent)
+
+
+def checked_draw(head: dict, slots: list[dict], a: int, b: int):
+    """``draw``, with a malformed slot line (a missing or mistyped field) as one ConfigError."""
+    try:
+        return draw(head, slots, a, b)
+    except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError) as err:
+        raise ConfigError("trace", f"malformed slot line among slots {a}:{b} ({type(err).__name__}: {err})") from None
+
+
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         head, slots = load(args.trace)
         a, b = parse_slots(args.slots, [s["t"] for s in slots])
-        out = args.out or os.path.splitext(args.trace)[0] + "-timeline.png"
-        parent = os.path.dirname(os.path.abspath(out))
-        if not os.path.isdir(parent):
-            raise ConfigError("out", f"folder does not exist: {parent}")
-        if os.path.isdir(out):
-            raise ConfigError("out", f"is a folder: {out}")
+        out = args.out if args.out is not None else os.path.splitext(args.trace)[0] + "-timeline.png"
+        check_out(out, args.trace)
+        fig = checked_draw(head, slots, a, b)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     import matplotlib.pyplot as plt
 
-    fig = draw(head, slots, a, b)
     fig.savefig(out, dpi=90)
     plt.close(fig)
     print(f"slots {a} to {b - 1} -> {out}")

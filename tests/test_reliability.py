@@ -1,0 +1,431 @@
+"""Nothing lost, nothing mixed (issue 15): every probe of the issue, table-driven, so none comes back.
+
+- bad input anywhere (numbers outside int32/float32, mistyped JSON, empty or unwritable paths,
+  malformed traces) is one line ``error: <field>: <why>``, exit 2, and touches nothing;
+- a folder holding a run, an existing trace, or experiment cells are refused without --overwrite;
+- --resume refuses, naming the first differing field, a config.json or checkpoint of another run,
+  another installation, or a checkpoint of the wrong shapes; stale temporary checkpoints go;
+- a NaN loss stops the run naming the slot, with the slots before it saved;
+- the CIFAR-10 loader refuses a 400-byte pickle bomb in well under a second.
+
+The runs are tiny (N = 3, a few dozen slots, the random policy: cheap programs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import time
+
+import pytest
+
+from train import experiments as ex
+from train import rundir
+from train import timeline as tl
+from train.grle import main
+
+RUN = ["--policy", "random", "--devices", "3", "--slots", "40", "--chunk", "20", "--quiet"]
+
+
+def one_line(capsys, field):
+    err = capsys.readouterr().err.strip()
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {field}:"), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def snapshot(d):
+    return {os.path.relpath(os.path.join(r, f), d): open(os.path.join(r, f), "rb").read()
+            for r, _, fs in os.walk(d) for f in fs}
+
+
+def _w(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+# --- train.grle: one line, exit 2, nothing touched ----------------------------------------------------
+def grle_probes(tmp):
+    prof = json.loads(json.dumps({"exits": [1, 3], "acc": [0.8, 0.9], "devices": [{"name": "x", "time_ms": [1, 2]}]}))
+    return [
+        (["--devices", "99999999999999999999"], "devices"),
+        (["--servers", "3000000000"], "servers"),
+        (["--seed", "1e23"], "seed"),
+        (["--seed", "99999999999999999999999"], "seed"),
+        (["--seed", "-1"], "seed"),
+        (["--seed", "2147483647", "--seeds", "2"], "seeds"),
+        (["--topology-every", "1e14"], "topology_every"),
+        (["--topology-every", "100000000000000"], "topology_every"),
+        (["--slots", "1e20"], "slots"),
+        (["--slots", "100000000000000000000"], "slots"),
+        (["--chunk", "99999999999"], "chunk"),
+        (["--deadline-ms", "1e300"], "deadline_ms"),
+        (["--slot-ms", "inf"], "slot_ms"),
+        (["--rho", "1e39"], "rho"),
+        (["--policy", "droo", "--lr", "1e300"], "lr"),
+        (["--policy", "droo", "--batch", "3000000000"], "batch"),
+        (["--config", _w(tmp / "c1.json", json.dumps({"scenario": ["base"]}))], "scenario"),
+        (["--config", _w(tmp / "c2.json", json.dumps({"deadline_ms": 1e300}))], "deadline_ms"),
+        (["--config", _w(tmp / "c3.json", json.dumps({"size_kb": [1, 1e39]}))], "size_kb"),
+        (["--config", _w(tmp / "c4.json", json.dumps({"devices": 2**40}))], "devices"),
+        (["--sweep", _w(tmp / "s1.json", json.dumps({"scenario": [["base"]]}))], "sweep.scenario"),
+        (["--sweep", _w(tmp / "s2.json", json.dumps({"deadline_ms": [1e300]}))], "sweep.deadline_ms"),
+        (["--profile", _w(tmp / "p1.json", json.dumps({**prof, "exitz": [1]}))], "profile.exitz"),
+        (["--profile", _w(tmp / "p2.json", json.dumps({**prof, "devices": [{"name": "x", "time_ms": [1, 1e300]}]}))],
+         "profile.devices[0].time_ms[1]"),
+    ]
+
+
+def test_grle_bad_numbers_and_json_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.csv").write_text("precious\n")
+    before = snapshot(out)
+    for argv, field in grle_probes(tmp_path):
+        assert main(RUN + argv + ["--out", str(out)]) == 2, argv
+        one_line(capsys, field)
+    assert snapshot(out) == before
+
+
+def test_grle_output_paths_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    import train.grle as grle
+
+    def no_work(plan):
+        raise AssertionError("ran before refusing")
+
+    monkeypatch.setattr(grle, "run_plan", no_work)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "summary.json").write_text("{}")
+    (old / "metrics.csv").write_text("precious\n")
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("old trace\n")
+    probes = [
+        (["--out", ""], "out"),
+        (["--out", "   "], "out"),
+        (["--trace", "", "--out", str(tmp_path / "a")], "trace"),
+        (["--out", str(tmp_path / "no" / "such")], "out"),
+        (["--out", str(old)], "out"),  # holds a run
+        (["--out", str(tmp_path / "b"), "--trace", str(trace)], "trace"),  # exists
+        (["--out", str(old), "--trace", str(old / "metrics.csv"), "--overwrite"], "trace"),  # a results file
+        (["--out", str(tmp_path / "c"), "--trace", str(tmp_path / "no" / "t.jsonl")], "trace"),
+    ]
+    if os.path.isdir("/proc") and os.name == "posix":
+        probes.append((["--out", "/proc/x"], "out"))
+    if os.name == "posix" and os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        os.chmod(ro, 0o500)
+        probes.append((["--out", str(ro / "x")], "out"))
+        probes.append((["--out", str(tmp_path / "d"), "--trace", str(ro / "t.jsonl")], "trace"))
+    before = snapshot(tmp_path)
+    for argv, field in probes:
+        assert main(RUN + argv) == 2, argv
+        one_line(capsys, field)
+    assert snapshot(tmp_path) == before
+    assert not any((tmp_path / n).exists() for n in "abcd")  # the probes left no folder behind
+
+
+def test_overwrite_clears_the_old_run_before_the_first_slot(tmp_path, capsys, monkeypatch):
+    """A re-run killed midway leaves its own config.json only, never one run's files beside another's."""
+    import train.grle as grle
+
+    out = tmp_path / "M"
+    assert main(RUN + ["--seed", "7", "--checkpoint-every", "20", "--stop-after", "20", "--out", str(out)]) == 0
+    assert main(RUN + ["--seed", "7", "--out", str(out)]) == 2  # a run is there
+    one_line(capsys, "out")
+    assert (out / "checkpoints" / "slot_20").is_dir()  # untouched
+
+    def killed(plan):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(grle, "run_plan", killed)
+    with pytest.raises(KeyboardInterrupt):
+        main(RUN + ["--seed", "99", "--deadline-ms", "25", "--out", str(out), "--overwrite"])
+    assert sorted(os.listdir(out)) == ["config.json"]
+    conf = json.loads((out / "config.json").read_text())
+    assert conf["seed"] == 99 and conf["fingerprint"]["config"]["deadline_ms"] == 25.0
+
+
+# --- --resume: fingerprints and shapes ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cut_runs(tmp_path_factory):
+    """Two runs stopped at slot 20 of 40 (seeds 7 and 8) and one of N = 4."""
+    root = tmp_path_factory.mktemp("resume")
+    for name, extra in (("s7", ["--seed", "7"]), ("s8", ["--seed", "8"]), ("n4", ["--seed", "7", "--devices", "4"])):
+        assert main(RUN + extra + ["--checkpoint-every", "20", "--stop-after", "20", "--out", str(root / name)]) == 0
+    return root
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _edit_json(path, fn):
+    d = json.loads(path.read_text())
+    fn(d)
+    path.write_text(json.dumps(d))
+
+
+def _set(keys, value):
+    def fn(d):
+        for k in keys[:-1]:
+            d = d[k]
+        d[keys[-1]] = value
+    return fn
+
+
+def resume_probes(root, tmp):
+    """(folder prepared from the cut runs, what the one line must contain)."""
+    cases = []
+
+    def case(name, prepare, text):
+        d = _copy(root / "s7", tmp / name)
+        prepare(d)
+        cases.append((d, text))
+
+    case("seed", lambda d: _edit_json(d / "config.json", _set(["seed"], 99)), "seed differs")
+    case("devices", lambda d: _edit_json(d / "config.json", _set(["config", "devices"], 5)),
+         "config.devices differs")
+    case("deadline", lambda d: _edit_json(d / "config.json", _set(["config", "deadline_ms"], 25.0)),
+         "config.deadline_ms differs")
+    case("jax", lambda d: _edit_json(d / "config.json", _set(["fingerprint", "versions", "jax"], "0.0.1")),
+         "versions.jax differs")
+    case("nofp", lambda d: _edit_json(d / "config.json", lambda c: c.pop("fingerprint")), "no fingerprint")
+    case("noslots", lambda d: _edit_json(d / "config.json", lambda c: c.pop("slots")), "no 'slots'")
+    case("array", lambda d: (d / "config.json").write_text("[1, 2]"), "a JSON array, not an object")
+    case("floatseed", lambda d: _edit_json(d / "config.json", _set(["seed"], 1e23)), "seed")
+
+    def other_run(d):  # the checkpoints of the seed-8 run beside the seed-7 config.json
+        shutil.rmtree(d / "checkpoints")
+        shutil.copytree(root / "s8" / "checkpoints", d / "checkpoints")
+
+    case("mixed", other_run, "checkpoint slot_20 says 8")
+
+    def wrong_shapes(d):  # N = 4 checkpoints whose meta claims this run's fingerprint
+        shutil.rmtree(d / "checkpoints")
+        shutil.copytree(root / "n4" / "checkpoints", d / "checkpoints")
+        fp = json.loads((d / "config.json").read_text())["fingerprint"]
+        _edit_json(d / "checkpoints" / "slot_20" / "meta.json", _set(["fingerprint"], fp))
+
+    case("shapes", wrong_shapes, "has shape")
+    return cases
+
+
+def test_resume_refuses_what_does_not_match(cut_runs, tmp_path, capsys):
+    for d, text in resume_probes(cut_runs, tmp_path):
+        before = snapshot(d)
+        assert main(["--resume", str(d), "--quiet"]) == 2, d.name
+        line = one_line(capsys, "resume")
+        assert text in line and line.count("resume:") == 1, (d.name, line)
+        assert snapshot(d) == before, d.name
+    assert main(["--resume", str(cut_runs / "s7"), "--overwrite"]) == 2
+    one_line(capsys, "overwrite")
+
+
+def test_resume_cleans_stale_temporary_checkpoints(cut_runs, tmp_path, capsys):
+    d = _copy(cut_runs / "s7", tmp_path / "stale")
+    (d / "checkpoints" / ".tmp-slot_40-12345" / "tree").mkdir(parents=True)
+    (d / "checkpoints" / "slot_20.old-999").mkdir()
+    (d / "checkpoints" / "slot_20").rename(d / "checkpoints" / "slot_20.old-998")  # killed mid re-save
+    assert main(["--resume", str(d), "--quiet"]) == 0, capsys.readouterr().err
+    assert sorted(os.listdir(d / "checkpoints")) == ["slot_20", "slot_40"]
+    assert (d / "summary.json").is_file()
+    full = tmp_path / "full"
+    assert main(RUN + ["--seed", "7", "--checkpoint-every", "20", "--out", str(full)]) == 0
+    assert (d / "metrics.csv").read_text() == (full / "metrics.csv").read_text()
+
+
+# --- NaN / inf ------------------------------------------------------------------------------------------
+def test_nan_loss_stops_naming_the_slot_and_keeps_the_slots_before(tmp_path, capsys):
+    out = tmp_path / "nan"
+    from test_train_cli import SMALL  # its compiled program (the learning rate is a dynamic value)
+
+    rc = main(SMALL + ["--slots", "100", "--lr", "1e30", "--quiet", "--out", str(out)])
+    assert rc == 2
+    line = one_line(capsys, "loss")
+    slot = int(line.split(" at slot ")[1].split()[0])
+    assert 0 < slot < 100 and f"slots 0..{slot - 1} saved" in line
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4 * slot  # 4 seeds
+    assert json.loads((out / "summary.json").read_text())["slots"] == slot
+
+
+def test_first_nonfinite():
+    import numpy as np
+
+    nan = float("nan")
+    recs = {"reward": np.array([[1.0, 2.0, 3.0, 4.0]] * 2),
+            "loss": np.array([[nan, nan, 0.5, 0.4], [nan, 0.3, nan, 1]])}
+    bad = rundir.first_nonfinite(recs)
+    assert (bad.key, bad.slot, bad.run) == ("loss", 2, 1)  # NaN before the first step is by design
+    # the same records in two pieces, as run_plan sees them chunk by chunk
+    first = {k: v[:, :2] for k, v in recs.items()}
+    rest = {k: v[:, 2:] for k, v in recs.items()}
+    assert rundir.first_nonfinite(first) is None
+    bad = rundir.first_nonfinite(rest, rundir.loss_was_finite(first), offset=2)
+    assert (bad.key, bad.slot, bad.run) == ("loss", 2, 1)
+    assert rundir.first_nonfinite(rest, None, offset=2) is None  # without the history it looks like a start
+    recs["loss"][1, 2] = 0.2
+    assert rundir.first_nonfinite(recs) is None
+    recs["reward"][0, 1] = np.inf
+    assert (rundir.first_nonfinite(recs).key, rundir.first_nonfinite(recs).slot) == ("reward", 1)
+
+
+# --- train.experiments ------------------------------------------------------------------------------------
+def test_experiments_refusals(tmp_path, capsys):
+    done = tmp_path / "done"
+    (done / "cells").mkdir(parents=True)
+    (done / "cells" / "base-random-N4-T20-abort.csv").write_text("hours of work\n")
+    old = tmp_path / "old"  # cells computed by another installation
+    shutil.copytree(done, old)
+    fp = ex.cells_fingerprint()
+    fp["versions"]["jax"] = "0.0.1"
+    (old / "cells" / ex.CELLS_FINGERPRINT).write_text(json.dumps(fp))
+    tiny = ["devices", "--seeds", "1", "--slots", "5", "--n-values", "4", "--policies", "random", "--quiet"]
+    probes = [
+        (tiny + ["--out", str(old), "--resume"], "resume"),
+        (tiny + ["--out", ""], "out"),
+        (tiny + ["--out", str(done)], "out"),  # cells of an earlier run, no --resume
+        (tiny + ["--out", str(done), "--resume", "--overwrite"], "overwrite"),
+        (tiny + ["--out", str(tmp_path / "x"), "--slots", "99999999999"], "slots"),
+        (tiny + ["--out", str(tmp_path / "x"), "--seeds", "3000000000"], "seeds"),
+        (tiny + ["--out", str(tmp_path / "x"), "--t-values", "1e300"], "t_values"),
+        (tiny + ["--out", str(tmp_path / "x"), "--n-values", "99999999999"], "n_values"),
+    ]
+    if os.path.isdir("/proc") and os.name == "posix":
+        probes.append((tiny + ["--out", "/proc/x"], "out"))
+    before = snapshot(tmp_path)
+    for argv, field in probes:
+        assert ex.main(argv) == 2, argv
+        one_line(capsys, field)
+    assert snapshot(tmp_path) == before
+
+
+def test_experiments_overwrite_clears_the_earlier_run_first(tmp_path, monkeypatch):
+    out = tmp_path / "e"
+    (out / "cells").mkdir(parents=True)
+    for name in ("cells/base-random-N4-T20-abort.csv", "devices.csv", "summary.json", "devices_abort.png", "notes.txt"):
+        (out / name).write_text("old\n")
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ex, "run_cell", killed)
+    argv = ["devices", "--seeds", "1", "--slots", "5", "--n-values", "4", "--policies", "random", "--quiet",
+            "--workers", "1", "--out", str(out)]
+    with pytest.raises(KeyboardInterrupt):
+        ex.main(argv + ["--overwrite"])
+    assert sorted(os.listdir(out)) == ["cells", "notes.txt"]  # only what the new run wrote, and yours
+    assert os.listdir(out / "cells") == [ex.CELLS_FINGERPRINT]
+
+
+def test_experiments_stop_at_a_nonfinite_cell(tmp_path):
+    import numpy as np
+
+    plan = ex.plan_from_args(ex.build_parser().parse_args(["devices", "--out", str(tmp_path / "e")]))
+    cell = plan.cells("devices")[0]
+    recs = {"reward": np.ones((2, 5)), "loss": np.array([[np.nan, 1, 1, np.inf, 1], [np.nan] * 5])}
+    with pytest.raises(ex.ConfigError, match=f"loss: became inf at slot 3 of cell {cell.name} \\(seed 0\\)"):
+        ex.check_finite(cell, recs, plan)
+    recs["loss"][0, 3] = 0.5
+    ex.check_finite(cell, recs, plan)
+
+
+# --- train.timeline ---------------------------------------------------------------------------------------
+def test_timeline_malformed_traces_and_outputs(tmp_path, capsys):
+    head = {"kind": "header", "config": {"deadline_ms": 30.0, "slot_ms": 20.0}, "acc": [0.8], "c": [[1.0]]}
+    slot = {"kind": "slot", "t": 0, "g": 0.0, "m": [0], "e": [0], "A": [1.0], "S": [1.0], "F": [2.0], "ok": [True],
+            "s": [50.0], "r": [[50.0]]}
+
+    def trace(name, *lines):
+        p = tmp_path / name
+        p.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+        return str(p)
+
+    good = trace("good.jsonl", head, slot)
+    probes = [
+        ([trace("list.jsonl", head, [1, 2])], "trace"),
+        ([trace("liststart.jsonl", [head])], "trace"),
+        ([trace("t.jsonl", head, {**slot, "t": "3"})], "trace"),
+        ([trace("tf.jsonl", head, {**slot, "t": 2.5})], "trace"),
+        ([trace("nokey.jsonl", head, {k: v for k, v in slot.items() if k != "F"})], "trace"),
+        ([trace("badm.jsonl", head, {**slot, "m": ["x"]})], "trace"),
+        ([good, "--out", str(tmp_path / "x.jsonl")], "out"),
+        ([good, "--out", good], "out"),
+        ([good, "--out", ""], "out"),
+    ]
+    for argv, field in probes:
+        assert tl.main(argv) == 2, argv
+        one_line(capsys, field)
+    assert tl.main([good, "--out", str(tmp_path / "ok.png")]) == 0
+
+
+# --- benchmarks and profiling -------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv,field", [
+    (["--devices", "-3"], "devices"), (["--devices", "99999999999999999999"], "devices"),
+    (["--slots", "0"], "slots"), (["--batches", "1,x"], "batches"), (["--ks", "0"], "ks"),
+    (["--scenario", "mars"], "scenario"), (["--json", ""], "json"),
+])
+def test_sim_throughput_one_line(argv, field, capsys):
+    from benchmarks import sim_throughput
+
+    assert sim_throughput.cli(argv) == 2
+    one_line(capsys, field)
+
+
+def test_policy_quality_out_checked_first(tmp_path, capsys):
+    from benchmarks import policy_quality
+
+    probes = (["--out", ""], ["--slots", "99999999999"]) + ((["--out", "/proc/x"],) if os.path.isdir("/proc") else ())
+    for argv in probes:
+        assert policy_quality.main(argv) == 2, argv
+        one_line(capsys, "slots" if "--slots" in argv else "out")
+
+
+def test_profiling_outputs_checked_first(tmp_path, capsys):
+    from profiling import time_exits, train_exits
+
+    assert time_exits.main(["--out", str(tmp_path / "missing" / "t.json")]) == 2
+    one_line(capsys, "out")
+    assert not (tmp_path / "missing").exists()
+    assert time_exits.main(["--out", ""]) == 2
+    one_line(capsys, "out")
+    assert train_exits.main(["--dataset", "synthetic", "--out", ""]) == 2
+    one_line(capsys, "out")
+    assert train_exits.main(["--dataset", "synthetic", "--out", str(tmp_path / "no" / "such")]) == 2
+    one_line(capsys, "out")
+
+
+def bomb() -> bytes:
+    """The issue's pickle: 60 levels of a list holding itself twice (2^60 leaves once expanded)."""
+    leaf = [b"x"]
+    for _ in range(60):
+        leaf = [leaf, leaf]
+    return pickle.dumps({b"data": leaf, b"labels": [1]}, protocol=2)
+
+
+@pytest.mark.parametrize("raw,text", [
+    (bomb(), "refused"),
+    (pickle.dumps({b"data": [b"x"] * 3, b"labels": [[1, [2]]] * 2}, protocol=2), "shared reference"),
+    (pickle.dumps(json.loads("[" * 200 + "]" * 200), protocol=4), "nesting deeper"),
+    (pickle.dumps({b"data": b"\0" * 3072, b"labels": [1], b"extra": 1}, protocol=2), "key 'extra'"),
+], ids=["bomb", "shared", "nested", "unknown-key"])
+def test_cifar10_refuses_bombs_fast(tmp_path, capsys, raw, text):
+    from profiling import datasets, train_exits
+
+    assert len(bomb()) < 600
+    d = tmp_path / "cifar"
+    d.mkdir()
+    (d / "data_batch_1").write_bytes(raw)
+    (d / "test_batch").write_bytes(raw)
+    t0 = time.perf_counter()
+    rc = train_exits.main(["--dataset", "cifar10", "--data", str(d), "--out", str(tmp_path / "o")])
+    assert time.perf_counter() - t0 < 1.0
+    assert rc == 2
+    assert text in one_line(capsys, "data")
+    with pytest.raises(Exception, match="refused|not a CIFAR-10"):
+        datasets.safe_unpickle(raw) if text != "key 'extra'" else datasets.read_cifar10_py(str(d / "test_batch"))
