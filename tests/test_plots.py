@@ -171,3 +171,13 @@ def test_build_profile_chooses_among_timed_exits(tmp_path, capsys):
     assert set(Profile.load(str(out)).exits) <= set(timed)
     assert err.count("\n") == 1 and "timed" in err  # one note line
     assert time_exits._runs([1, 3, 4, 7, 17]) == [[1, 2]]  # only 3-4 are joined by a line
+
+
+def test_numpy_helpers_match_the_jax_ones():
+    from grle_jax.metrics import moving_mean
+    from train.sweep import ci95
+
+    x = np.random.default_rng(0).normal(size=(3, 120))
+    x[1, 40:55] = np.nan
+    np.testing.assert_allclose(plots.moving_mean(x, 50), moving_mean(x, 50), equal_nan=True)
+    np.testing.assert_allclose(plots.ci95(x), ci95(x), equal_nan=True)

@@ -246,6 +246,9 @@ def plan_from_args(args) -> Plan:
     if workers < 1:
         raise ConfigError("workers", f"must be at least 1, got {workers}")
     out = args.out if args.out is not None else os.path.join("results", args.name)
+    from .outputs import make_output_root
+
+    make_output_root(out)  # --out results/NAME in a fresh clone
     parent = os.path.dirname(os.path.abspath(out))
     if args.out is not None and not os.path.isdir(parent):  # the default results/ is ours to create
         raise ConfigError("out", f"folder does not exist: {parent}")

@@ -279,6 +279,10 @@ def plan_from_args(args) -> Plan:
             apply_point(cfg, agent, point)
     if args.trace is not None and (seeds > 1 or grid is not None):
         raise ConfigError("trace", "a trace records one run: use it without --seeds > 1 and --sweep")
+    if args.trace is not None:
+        from .outputs import make_output_root
+
+        make_output_root(args.trace)  # --trace runs/NAME.jsonl in a fresh clone
     check_output_path("trace", args.trace)
     if args.stop_after is not None and not args.checkpoint_every:
         raise ConfigError("stop_after", "only makes sense with --checkpoint-every (it simulates a killed run)")
@@ -287,6 +291,9 @@ def plan_from_args(args) -> Plan:
         if os.path.exists(out) and not os.path.isdir(out):
             raise ConfigError("out", f"exists and is not a folder: {out}")
         os.makedirs(os.path.dirname(out), exist_ok=True)  # runs/
+    from .outputs import make_output_root
+
+    make_output_root(out)  # --out runs/NAME in a fresh clone
     check_output_path("out", out, is_dir=True)
     from .references import parse_references
 

@@ -35,10 +35,43 @@ REF_LABEL = {"greedy": "greedy, same draws", "random": "random, same draws",
 
 
 # --- intervals ---------------------------------------------------------------------------------------
+def ci95(x, axis: int = 0) -> np.ndarray:
+    """Half-width of the 95 % confidence interval of the mean (Student t), NaN ignored; 0 for one
+    value. The same as ``train.sweep.ci95``, without importing JAX (``train.plots`` starts fast)."""
+    x = np.asarray(x, np.float64)
+    n = np.sum(np.isfinite(x), axis=axis)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sd = np.nanstd(x, axis=axis, ddof=1) if x.shape[axis] > 1 else np.zeros(np.delete(x.shape, axis))
+    try:
+        from scipy.stats import t as student
+
+        q = np.where(n > 1, student.ppf(0.975, np.maximum(n - 1, 1)), 0.0)
+    except ImportError:  # pragma: no cover
+        q = np.where(n > 1, 1.96, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 1, q * sd / np.sqrt(np.maximum(n, 1)), 0.0)
+
+
+def moving_mean(x, window: int) -> np.ndarray:
+    """Trailing mean over the last ``window`` slots along the last axis, NaN left out (as
+    ``grle_jax.metrics.moving_mean``, in numpy only)."""
+    x = np.asarray(x, np.float64)
+    have = np.isfinite(x)
+
+    def wsum(v):
+        c = np.cumsum(v, axis=-1)
+        out = c.copy()
+        out[..., window:] = c[..., window:] - c[..., :-window]
+        return out
+
+    count = wsum(have.astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, wsum(np.where(have, x, 0.0)) / np.maximum(count, 1), np.nan)
+
+
 def _band(x: np.ndarray):
     """Mean and 95 % half-width over axis 0 (runs), ignoring NaN."""
-    from .sweep import ci95
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(x, axis=0)
@@ -48,8 +81,6 @@ def _band(x: np.ndarray):
 def interval(values) -> dict:
     """Mean of the finite values and what to show around it: the 95 % CI half-width (Student t)
     from ``MIN_CI_SEEDS`` values on, the min and max below (n = 2), nothing for one value."""
-    from .sweep import ci95
-
     v = np.asarray([x for x in values if x is not None], np.float64)
     v = v[np.isfinite(v)]
     n = len(v)
@@ -182,8 +213,6 @@ def _point_label(point: dict) -> str:
 def convergence_from_columns(path: str, cols: dict, table: list[dict], window: int, title: str,
                              learning: bool, reward_floor: float | None, label: str) -> list[str]:
     """convergence.png of one results folder from its per-slot columns (run, slot arrays)."""
-    from grle_jax.metrics import moving_mean
-
     groups: dict[str, dict] = {}
     for row in table:
         point = {k: v for k, v in row.items() if k not in ("run", "seed")}
@@ -295,9 +324,6 @@ def load_run(folder: str) -> dict:
 
 
 def series_of(run: dict, label_prefix: str) -> list[dict]:
-    from grle_jax.agent import LEARNING_POLICIES
-    from grle_jax.metrics import moving_mean
-
     w = run["window"]
     cols = run["cols"]
     groups: dict[str, dict] = {}
@@ -316,7 +342,7 @@ def series_of(run: dict, label_prefix: str) -> list[dict]:
             s["refs"]["oracle"] = moving_mean(cols["reward_oracle"][r], w)
         if "normalised_reward" in cols:
             s["norm"] = moving_mean(cols["normalised_reward"][r], w)
-        if run["policy"] in LEARNING_POLICIES and "loss" in cols:
+        if "loss" in cols and np.isfinite(cols["loss"][r]).any():  # a learning policy
             s["loss"] = cols["loss"][r]
         out.append(s)
     return out
