@@ -7,11 +7,14 @@ random, greedy, oracle (fixed). ``--seeds S`` and ``--sweep FILE`` run many runs
 one compiled program (vmapped, and sharded over the local devices when there are several).
 
 The output folder (``--out DIR``) holds config.json (everything needed to rerun or resume),
-metrics.csv (one row per run and slot), summary.json (per-run metrics, and mean with a 95 %
-interval over seeds per grid point) and convergence.png (the paper's Fig. 5: the normalised reward
-moving average, or the reward's when ``--normalise`` is off, and the training loss per slot).
+metrics.csv (one row per run and slot, with ``time_ms``; units in docs/training.md), summary.json
+(per-run metrics, and mean with a 95 % interval over seeds per grid point), per_run.csv (one row
+per run) and convergence.png (the paper's Fig. 5: the reward's moving average beside greedy and
+random played on the same draws, ``--references``, and the oracle's with ``--normalise``; the
+normalised reward with ``--normalise``; the training loss of a learning policy).
 ``--checkpoint-every K`` saves the whole state every K slots under DIR/checkpoints; ``--resume DIR``
-continues such a run and ends with exactly the results of an uninterrupted one.
+continues such a run (printing the slot it resumes at, or that the run is already complete) and
+ends with exactly the results of an uninterrupted one.
 
 Bad input prints one line ``error: <field>: <why>`` and exits 2, before anything is written.
 """
@@ -654,8 +657,11 @@ def _num(v):
 
 def print_summary(plan: Plan, summary: dict) -> None:
     cfg = plan.cfg
-    print(f"policy={plan.policy} scenario={cfg.scenario} N={cfg.devices} M={cfg.servers} T={cfg.slot_ms}ms "
-          f"D={cfg.deadline_ms}ms overdue={cfg.overdue} slots={summary['slots']} seed={plan.seed}"
+    swept = set(plan.grid or {})  # swept values are printed per grid point below, not here
+    print(f"policy={plan.policy}" + ("" if "scenario" in swept else f" scenario={cfg.scenario}")
+          + f" N={cfg.devices} M={cfg.servers}" + ("" if "slot_ms" in swept else f" T={cfg.slot_ms}ms")
+          + ("" if "deadline_ms" in swept else f" D={cfg.deadline_ms}ms")
+          + f" overdue={cfg.overdue} slots={summary['slots']} seed={plan.seed}"
           + (f" seeds={plan.seeds}" if plan.seeds > 1 else "") + (f" runs={summary['runs']}" if plan.grid else ""))
     n = len(summary["groups"][0]["runs"])
     if n >= 3:

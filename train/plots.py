@@ -173,8 +173,11 @@ def convergence_figure(path: str, series: list[dict], title: str, window: int,
             if k in shared:
                 continue
             rc, rls = REF_STYLE.get(k, ("black", "--"))
-            draw(ax, y, c, f"{REF_LABEL.get(k, k)} ({s['label']})", ls=rls, lw=1.0, lo=reward_floor,
-                 seeds_thin=False)
+            draw(ax, y, c, None, ls=rls, lw=1.0, lo=reward_floor, seeds_thin=False)
+    for k in names:  # one legend entry per reference drawn in each line's own colour
+        if k not in shared:
+            ax.plot([], [], color="0.35", ls=REF_STYLE.get(k, ("black", "--"))[1], lw=1.0,
+                    label=f"{REF_LABEL.get(k, k)} (in each line's colour)")
     for k in names:
         if k in shared:
             rc, rls = REF_STYLE.get(k, ("black", "--"))
