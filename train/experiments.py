@@ -668,8 +668,9 @@ def plot_sweep(folder: str, exp: str, cells: list[dict], plan: Plan) -> list[str
         n_seeds = min(c["seeds"] for c in sel)
         spread = ("band: 95 % CI of the mean" if n_seeds >= MIN_CI_SEEDS
                   else "bars: min-max of the seeds" if n_seeds == 2 else "one seed")
+        seeds_text = f"mean of {n_seeds} seeds, {spread}" if n_seeds > 1 else "one seed"
         fig.suptitle(f"{exp}: scenario {scen}, overdue = {od}; last {FINAL_FRACTION:.0%} of {plan.slots} slots, "
-                     f"mean of {n_seeds} seeds, {spread}", fontsize=10)
+                     f"{seeds_text}", fontsize=10)
         fig.tight_layout(rect=(0, 0, 1, 0.97))
         path = os.path.join(folder, f"{exp}_{od}.png")
         fig.savefig(path, dpi=80, bbox_inches="tight")
