@@ -181,3 +181,17 @@ def test_numpy_helpers_match_the_jax_ones():
     x[1, 40:55] = np.nan
     np.testing.assert_allclose(plots.moving_mean(x, 50), moving_mean(x, 50), equal_nan=True)
     np.testing.assert_allclose(plots.ci95(x), ci95(x), equal_nan=True)
+
+
+def test_experiment_convergence_rows_carry_the_references():
+    from train import experiments as ex
+
+    cell = ex.Cell("convergence", "base", "grle", 14, 20.0, "abort")
+    S = 60
+    recs = {"reward_observed": np.full((2, S), 12.0), "reward_oracle": np.full((2, S), 13.0),
+            "loss": np.full((2, S), 0.3)}
+    refs = {"greedy": {"reward": np.full((2, S), 12.5)}, "random": {"reward": np.full((2, S), 11.0)}}
+    rows = ex.convergence_rows(cell, recs, 1.0, refs)
+    m = ex.summarise_rows(rows, "convergence")[0]["metrics"]
+    assert m["greedy_reward_ma50"]["mean"] == 12.5 and m["random_reward_ma50"]["mean"] == 11.0
+    assert m["oracle_reward_ma50"]["mean"] == 13.0 and m["normalised_reward_ma50"]["mean"] == pytest.approx(12 / 13)

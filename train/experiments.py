@@ -1,13 +1,17 @@
 """The paper's evaluation (section VI) as one command: ``python -m train.experiments <name>``.
 
 Experiments (issue 5):
-- ``convergence``: Fig. 5. GRLE and DROOE at N = 14 (base scenario, T = 20 ms): the normalised
-  reward (eq. 17, moving average over 50 slots) when the exact oracle is available, else the
-  reward's moving average, and the training loss against the slot.
+- ``convergence``: Fig. 5. GRLE and DROOE at N = 14 (base scenario, T = 20 ms): the reward's
+  moving average beside greedy, random and the exact oracle's R* on the same draws, the normalised
+  reward (eq. 17, moving average over 50 slots) when the exact oracle is available, and the
+  training loss against the slot.
 - ``devices``: Fig. 6. Average accuracy, SSP and throughput against N for T = 20 and T = 30 ms,
   the four learning policies plus greedy and random, base scenario.
 - ``capacity``, ``inference``, ``csi``: the same sweep in each scenario (Figs. 7-9).
 - ``paper``: all of the above, each in its own subfolder of ``--out``.
+
+``python -m train.experiments claims DIR`` prints the claims table (the paper's ratios beside ours)
+and the slot-length check from the summary.json files under DIR.
 
 A *cell* is one (experiment, scenario, policy, N, T, overdue) point; its S seeds run side by side,
 vmapped, in one compiled program (``train.sweep.build_runs`` / ``Executor``). Cells that differ
@@ -425,8 +429,10 @@ def summarise_rows(rows: list[dict], exp: str) -> list[dict]:
             last = [sorted(v, key=lambda x: x["slot"])[-1] for v in by_seed.values()]
             entry["seeds"] = len(last)
             entry["slots"] = int(max(r["slot"] for r in rs)) + 1
-            entry["metrics"] = {k: mean_ci([x[k] for x in last])
-                                for k in (f"reward_ma{WINDOW}", f"normalised_reward_ma{WINDOW}", "loss")}
+            keys = [f"reward_ma{WINDOW}", f"normalised_reward_ma{WINDOW}", "loss"]
+            keys += [k for k in (f"greedy_reward_ma{WINDOW}", f"random_reward_ma{WINDOW}", f"oracle_reward_ma{WINDOW}")
+                     if any(k in x for x in last)]  # the references on the same draws
+            entry["metrics"] = {k: mean_ci([x.get(k, float("nan")) for x in last]) for k in keys}
         else:
             entry["seeds"] = len(rs)
             entry["slots"] = int(rs[0]["slots"])
