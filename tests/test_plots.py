@@ -112,7 +112,8 @@ def test_plots_cli_redraws_and_compares(runs, tmp_path, capsys):
     capsys.readouterr()
     for argv, field in (([str(tmp_path / "missing")], "run_dir"), ([str(tmp_path)], "run_dir"),
                         ([str(runs / "g0"), "--out", str(tmp_path / "no" / "x.png")], "out"),
-                        ([str(runs / "g0"), "--out", str(tmp_path / "x.txt")], "out")):
+                        ([str(runs / "g0"), "--out", str(tmp_path / "x.txt")], "out"), ([], "run_dir"),
+                        ([str(runs / "g0"), "--bogus"], "arguments")):
         assert plots.main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"error: {field}:"), (argv, err)

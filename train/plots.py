@@ -394,17 +394,26 @@ def comparison_table(runs: list[dict], labels: list[str]) -> str:
     return "\n".join(lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one ``error: <field>: <why>`` line, exit 2."""
+
+    def error(self, message: str):  # noqa: D401
+        field = "run_dir" if "RUN_DIR" in message else "arguments"
+        if message.startswith("argument "):
+            head, _, why = message[len("argument "):].partition(": ")
+            field = head.split("/")[-1].lstrip("-").replace("-", "_")
+            message = why
+        raise _Error(field, message)
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.plots", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="python -m train.plots", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="results folders of python -m train.grle")
     p.add_argument("--out", default=None, metavar="PNG",
                    help="figure to write (default RUN_DIR/convergence.png for one folder, compare.png for several)")
     p.add_argument("--no-table", action="store_true", help="do not print the comparison table")
     try:
         a = p.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0) if e.code in (0, None) else 2
-    try:
         runs = [load_run(d) for d in a.runs]
         out = a.out or (os.path.join(a.runs[0], "convergence.png") if len(a.runs) == 1 else "compare.png")
         if not out.lower().endswith(".png"):
