@@ -196,3 +196,11 @@ def test_experiment_convergence_rows_carry_the_references():
     m = ex.summarise_rows(rows, "convergence")[0]["metrics"]
     assert m["greedy_reward_ma50"]["mean"] == 12.5 and m["random_reward_ma50"]["mean"] == 11.0
     assert m["oracle_reward_ma50"]["mean"] == 13.0 and m["normalised_reward_ma50"]["mean"] == pytest.approx(12 / 13)
+
+
+def test_bad_references_one_line_exit_2(tmp_path, capsys):
+    for bad in ("foo", ",", "greedy,oracle"):
+        assert grle_main(["--references", bad, "--slots", "5", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: references:"), err
+    assert not (tmp_path / "x").exists()
