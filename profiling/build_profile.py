@@ -17,7 +17,10 @@ Candidate exits (without ``--exits``), the rule ``select_exits`` applies:
 3. while more than ``--count`` (default 5) exits remain, drop the one, other than the shallowest
    kept exit and exit 17, with the smallest gain over the kept exit before it (ties: the deeper
    one), and recompute the gains. Fewer than ``--count`` may remain.
-With ``--exits`` the list is used as given (each must have an accuracy and a time).
+With an accuracy file the rule chooses among the exits that were timed on every device (a note on
+stderr says so when the file has more); the paper's accuracies are five given exits, each of which
+must be timed. With ``--exits`` the list is used as given (each must have an
+accuracy and a time).
 
 ``--es-map`` maps edge servers to measured devices: ``DEVICE[:SCALE],...``, one entry per ES in
 order, DEVICE a timing device's id (``cpu``, ``gpu0``), name or platform (``gpu`` when only one),
@@ -164,6 +167,18 @@ def device_times(dev: dict, exits: list[int], batch: int) -> list[float]:
     return [float(table[k]) / batch for k in exits]
 
 
+def timed_exits(devs: list[dict], batch: int) -> set[int]:
+    """Exits with a time at batch ``batch`` on every one of ``devs`` (a device not timed at that
+    batch makes ``device_times`` report it)."""
+    out = None
+    for dev in devs:
+        res = next((r for r in dev["results"] if r.get("batch") == batch), None)
+        if res is None:
+            continue
+        out = set(res["exits"]) if out is None else out & set(res["exits"])
+    return out or set()
+
+
 def parse_es_map(spec: str, devs: list[dict]) -> list[dict]:
     entries = [t.strip() for t in spec.split(",")]
     if not any(entries):
@@ -197,10 +212,22 @@ def build(accuracy: str, timing: str, exits: str | None = None, count: int = DEF
         if missing:
             raise ConfigError("exits", f"no accuracy for exit(s) {missing} in {acc_src} (it has {sorted(acc)})")
         rule = "given by --exits"
+        devs = _pick_devices(t, devices)
     else:
-        chosen = select_exits(acc, count)
+        devs = _pick_devices(t, devices)
+        # an accuracy file: choose among the timed exits; the paper's table is five given exits,
+        # each of which must be timed (device_times says which are missing and how to fix it)
+        timed = set(acc) if accuracy == "paper" else timed_exits(devs, batch)
+        usable = {k: a for k, a in acc.items() if k in timed}
+        if not usable:
+            raise ConfigError("timing", f"no exit has both an accuracy ({sorted(acc)}) and a time at batch {batch} "
+                                        f"(timed: {sorted(timed)}); rerun profiling.time_exits without --exits")
+        chosen = select_exits(usable, count)
         rule = SELECTION_RULE.replace("COUNT", str(count))
-    devs = _pick_devices(t, devices)
+        if len(usable) < len(acc):
+            rule += f", among the timed exits {sorted(usable)}"
+            print(f"note: choosing among the exits that were timed, {sorted(usable)}; time all 17 (profiling.time_exits "
+                  f"without --exits) to choose among every exit with an accuracy", file=sys.stderr)
     names = [str(d.get("name", d["id"])) for d in devs]
     if len(set(names)) != len(names):
         raise ConfigError("timing.devices", f"device names must differ, got {names}")

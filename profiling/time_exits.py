@@ -196,6 +196,17 @@ def format_table(name: str, res: dict) -> str:
     return "\n".join(lines)
 
 
+def _runs(exits: list[int]) -> list[list[int]]:
+    """Index runs of consecutive exit numbers (in the given order), e.g. [1, 3, 4] -> [[0], [1, 2]]."""
+    out: list[list[int]] = []
+    for j, k in enumerate(exits):
+        if out and exits[out[-1][-1]] == k - 1:
+            out[-1].append(j)
+        else:
+            out.append([j])
+    return [r for r in out if len(r) > 1]
+
+
 def plot(record: dict, path: str) -> None:
     import matplotlib
 
@@ -209,7 +220,15 @@ def plot(record: dict, path: str) -> None:
             res = next(r for r in dev["results"] if r["batch"] == b)
             med = np.asarray(res["median_ms"])
             err = [med - np.asarray(res["p10_ms"]), np.asarray(res["p90_ms"]) - med]
-            ax.errorbar(res["exits"], med, yerr=err, marker="o", capsize=3, label=dev["name"])
+            # markers at the measured exits; a line only between neighbouring measured exits
+            eb = ax.errorbar(res["exits"], med, yerr=err, marker="o", ls="none", capsize=3, label=dev["name"])
+            for seg in _runs(list(res["exits"])):
+                ax.plot([res["exits"][j] for j in seg], med[seg], color=eb[0].get_color(), lw=1)
+        untimed = sorted(set(range(1, N_EXITS + 1)) - {k for d in record["devices"] for r in d["results"]
+                                                       if r["batch"] == b for k in r["exits"]})
+        if untimed:
+            ax.text(0.01, 0.98, f"not timed: exits {', '.join(map(str, untimed))}", transform=ax.transAxes,
+                    va="top", fontsize=8, color="0.3")
         ax.set_xlabel("exit")
         ax.set_ylabel("time per call (ms), median, p10-p90")
         ax.set_title(f"VGG-16 exits, width {record['settings']['width']}, batch {b}")

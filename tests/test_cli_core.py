@@ -29,7 +29,8 @@ def test_trace_is_reproduced_by_the_twin(tmp_path, capsys, policy, scenario, ove
     out = tmp_path / "res"
     rc, stdout, err = run_cli(["--policy", policy, "--scenario", scenario, "--devices", "4", "--slots", "60",
                                "--seed", "3", "--overdue", overdue, "--p-link", "0.8", "--p-active", "0.9",
-                               "--deadline-ms", "12", "--trace", str(trace), "--out", str(out), "--quiet"], capsys)
+                               "--deadline-ms", "12", "--trace", str(trace), "--out", str(out), "--quiet",
+                               "--references", "none"], capsys)
     assert rc == 0, err
     assert "SSP" in stdout
     lines = trace.read_text().splitlines()
@@ -56,7 +57,8 @@ def test_same_seed_same_trace(tmp_path, capsys):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     for p in (a, b):
         assert run_cli(["--policy", "random", "--devices", "3", "--slots", "20", "--seed", "7",
-                        "--trace", str(p), "--out", str(tmp_path / f"o{p.stem}"), "--quiet"], capsys)[0] == 0
+                        "--trace", str(p), "--out", str(tmp_path / f"o{p.stem}"), "--quiet", "--references", "none"],
+                       capsys)[0] == 0
     assert a.read_text() == b.read_text()
 
 

@@ -201,7 +201,7 @@ def test_cli_trace_every_slot_optimal(tmp_path):
     out = tmp_path / "run"
     rc = main(["--policy", "oracle", "--scenario", "csi", "--devices", "3", "--slots", "30", "--seed", "1",
                "--p-link", "0.8", "--p-active", "0.9", "--trace", str(path), "--out", str(out), "--normalise",
-               "--quiet"])
+               "--quiet", "--references", "none"])
     assert rc == 0
     assert rs.check_trace(str(path)) == []
     lines = [json.loads(s) for s in path.read_text().splitlines() if s.strip()]

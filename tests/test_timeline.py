@@ -17,7 +17,7 @@ def trace(tmp_path_factory):
     d = tmp_path_factory.mktemp("tl")
     path = d / "greedy.jsonl"
     rc = grle.main(["--policy", "greedy", "--devices", "4", "--slots", "20", "--trace", str(path),
-                    "--out", str(d / "run"), "--quiet"])
+                    "--out", str(d / "run"), "--quiet", "--references", "none"])
     assert rc == 0
     return path
 

@@ -1,13 +1,17 @@
 """The paper's evaluation (section VI) as one command: ``python -m train.experiments <name>``.
 
 Experiments (issue 5):
-- ``convergence``: Fig. 5. GRLE and DROOE at N = 14 (base scenario, T = 20 ms): the normalised
-  reward (eq. 17, moving average over 50 slots) when the exact oracle is available, else the
-  reward's moving average, and the training loss against the slot.
+- ``convergence``: Fig. 5. GRLE and DROOE at N = 14 (base scenario, T = 20 ms): the reward's
+  moving average beside greedy, random and the exact oracle's R* on the same draws, the normalised
+  reward (eq. 17, moving average over 50 slots) when the exact oracle is available, and the
+  training loss against the slot.
 - ``devices``: Fig. 6. Average accuracy, SSP and throughput against N for T = 20 and T = 30 ms,
   the four learning policies plus greedy and random, base scenario.
 - ``capacity``, ``inference``, ``csi``: the same sweep in each scenario (Figs. 7-9).
 - ``paper``: all of the above, each in its own subfolder of ``--out``.
+
+``python -m train.experiments claims DIR`` prints the claims table (the paper's ratios beside ours)
+and the slot-length check from the summary.json files under DIR.
 
 A *cell* is one (experiment, scenario, policy, N, T, overdue) point; its S seeds run side by side,
 vmapped, in one compiled program (``train.sweep.build_runs`` / ``Executor``). Cells that differ
@@ -63,7 +67,9 @@ METRICS = ("ssp", "avg_accuracy", "throughput_per_s", "throughput_per_slot", "me
 SWEEP_COLUMNS = (["experiment", "scenario", "policy", "T_ms", "N", "seed", "overdue", "slots", "tasks"]
                  + list(METRICS) + [f"final_{k}" for k in METRICS] + ["final_loss", "cell_wall_s"])
 CONV_COLUMNS = ["experiment", "scenario", "policy", "T_ms", "N", "seed", "overdue", "slot", "reward",
-                f"reward_ma{WINDOW}", f"normalised_reward_ma{WINDOW}", "loss"]
+                f"reward_ma{WINDOW}", f"normalised_reward_ma{WINDOW}", "loss",
+                # references on the same draws (train/references.py): reward moving averages
+                f"greedy_reward_ma{WINDOW}", f"random_reward_ma{WINDOW}", f"oracle_reward_ma{WINDOW}"]
 
 INT_COLUMNS = ("N", "seed", "slots", "slot")
 
@@ -74,6 +80,18 @@ POLICY_STYLE = {  # colour, marker
 }
 PLOT_METRICS = (("avg_accuracy", "average accuracy"), ("ssp", "service success probability"),
                 ("throughput_per_s", "throughput (tasks/s)"))
+SWEEP_PANELS = (("avg_accuracy", "average accuracy"), ("ssp", "service success probability"),
+                ("throughput_per_device", "throughput per device (on-time tasks/s)"))
+POLICY_LINE = {"grle": "-", "grl": "--", "drooe": "-.", "droo": ":", "greedy": (0, (5, 2)),
+               "random": (0, (1, 1)), "oracle": "-"}
+
+
+def policy_style(pol: str) -> tuple:
+    """(colour, marker, line style) of a policy in the sweep figures; greedy is the black reference."""
+    colour, marker = POLICY_STYLE.get(pol, ("black", "."))
+    if pol == "greedy":
+        colour = "black"
+    return colour, marker, POLICY_LINE.get(pol, "-")
 
 
 # --- the plan ----------------------------------------------------------------------------------------
@@ -156,7 +174,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m train.experiments", description=__doc__.split("\n\n")[0])
-    p.add_argument("name", help=f"one of {', '.join(NAMES)}")
+    p.add_argument("name", help=f"one of {', '.join(NAMES)}; or `claims DIR`: the claims table of a results folder")
     p.add_argument("--quick", action="store_true",
                    help=f"small preset: N in {QUICK['n_values']}, {QUICK['seeds']} seeds, {QUICK['slots']} slots, "
                         "overdue abort (explicit flags override it)")
@@ -262,6 +280,9 @@ def plan_from_args(args) -> Plan:
     out = args.out if args.out is not None else os.path.join("results", args.name)
     if not out.strip():
         raise ConfigError("out", f"must be a path, got {out!r}")
+    from .outputs import make_output_root
+
+    make_output_root(out)  # --out results/NAME in a fresh clone
     parent = os.path.dirname(os.path.abspath(out))
     if args.out is not None and not os.path.isdir(parent):  # the default results/ is ours to create
         raise ConfigError("out", f"folder does not exist: {parent}")
@@ -408,13 +429,16 @@ def sweep_rows(cell: Cell, recs: dict, wall: float) -> list[dict]:
     return rows
 
 
-def convergence_rows(cell: Cell, recs: dict, wall: float) -> list[dict]:
+def convergence_rows(cell: Cell, recs: dict, wall: float, refs: dict | None = None) -> list[dict]:
+    """One row per (seed, slot); ``refs``: greedy's and random's per-slot counts on the same draws."""
     from grle_jax.metrics import moving_mean, normalised_reward
 
     R, S = recs["reward_observed"].shape
     ma = moving_mean(recs["reward_observed"], WINDOW)
+    extra = {f"{k}_reward_ma{WINDOW}": moving_mean(v["reward"], WINDOW) for k, v in (refs or {}).items()}
     if "reward_oracle" in recs:
         nma = moving_mean(normalised_reward(recs["reward_observed"], recs["reward_oracle"]), WINDOW)
+        extra[f"oracle_reward_ma{WINDOW}"] = moving_mean(recs["reward_oracle"], WINDOW)
     else:
         nma = np.full((R, S), np.nan)
     rows = []
@@ -423,8 +447,20 @@ def convergence_rows(cell: Cell, recs: dict, wall: float) -> list[dict]:
             rows.append({"experiment": cell.experiment, "scenario": cell.scenario, "policy": cell.policy,
                          "T_ms": cell.t_ms, "N": cell.n, "seed": r, "overdue": cell.overdue, "slot": t,
                          "reward": float(recs["reward_observed"][r, t]), f"reward_ma{WINDOW}": float(ma[r, t]),
-                         f"normalised_reward_ma{WINDOW}": float(nma[r, t]), "loss": float(recs["loss"][r, t])})
+                         f"normalised_reward_ma{WINDOW}": float(nma[r, t]), "loss": float(recs["loss"][r, t]),
+                         **{k: float(v[r, t]) for k, v in extra.items()}})
     return rows
+
+
+def cell_references(cell: Cell, seeds: int, slots: int) -> dict:
+    """greedy and random on the draws of a convergence cell's seeds (0 .. seeds-1)."""
+    from grle_jax.profile import DEFAULT_PROFILE
+
+    from .references import run_references
+
+    cfg = Config.for_scenario(cell.scenario, devices=cell.n, slot_ms=cell.t_ms, overdue=cell.overdue)
+    names = tuple(n for n in ("greedy", "random") if n != cell.policy)
+    return run_references(cfg, DEFAULT_PROFILE, [{"run": i, "seed": i} for i in range(seeds)], slots, names)
 
 
 # --- files ----------------------------------------------------------------------------------------------
@@ -499,8 +535,10 @@ def summarise_rows(rows: list[dict], exp: str) -> list[dict]:
             last = [sorted(v, key=lambda x: x["slot"])[-1] for v in by_seed.values()]
             entry["seeds"] = len(last)
             entry["slots"] = int(max(r["slot"] for r in rs)) + 1
-            entry["metrics"] = {k: mean_ci([x[k] for x in last])
-                                for k in (f"reward_ma{WINDOW}", f"normalised_reward_ma{WINDOW}", "loss")}
+            keys = [f"reward_ma{WINDOW}", f"normalised_reward_ma{WINDOW}", "loss"]
+            keys += [k for k in (f"greedy_reward_ma{WINDOW}", f"random_reward_ma{WINDOW}", f"oracle_reward_ma{WINDOW}")
+                     if any(k in x for x in last)]  # the references on the same draws
+            entry["metrics"] = {k: mean_ci([x.get(k, float("nan")) for x in last]) for k in keys}
         else:
             entry["seeds"] = len(rs)
             entry["slots"] = int(rs[0]["slots"])
@@ -593,12 +631,7 @@ def _verdict(values: list[float], paper: float) -> str:
 def claims_report(root: str, key: str = "final_avg_accuracy") -> str:
     """Markdown rows of the claims table from the summaries under ``root`` (a ``paper`` folder)."""
     lines = ["| claim (paper) | overdue | ours: ratio at (N, T ms) | verdict |", "|---|---|---|---|"]
-    summ = {}
-    for exp in EXPERIMENTS:
-        path = os.path.join(root, exp, "summary.json")
-        if os.path.isfile(path):
-            with open(path) as f:
-                summ[exp] = json.load(f)
+    summ = experiment_summaries(root)
     for num, den, exp, paper in PAPER_RATIOS:
         claims = summ.get(exp, {}).get("claims", [])
         for od in OVERDUE_RULES:
@@ -609,15 +642,57 @@ def claims_report(root: str, key: str = "final_avg_accuracy") -> str:
     return "\n".join(lines)
 
 
+def experiment_summaries(root: str) -> dict:
+    """experiment -> summary.json under ``root``: a ``paper`` folder (one subfolder per experiment)
+    or one experiment's own folder."""
+    summ = {}
+    paths = [os.path.join(root, exp, "summary.json") for exp in EXPERIMENTS] + [os.path.join(root, "summary.json")]
+    for path in paths:
+        if os.path.isfile(path):
+            try:
+                with open(path) as f:
+                    data = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and data.get("experiment") in EXPERIMENTS:
+                summ.setdefault(data["experiment"], data)
+    return summ
+
+
+def claims_main(argv: list) -> int:
+    """``python -m train.experiments claims DIR``: the claims table (and the slot-length check) of
+    the summaries under DIR, as Markdown on stdout."""
+    p = _Parser(prog="python -m train.experiments claims",
+                description="The paper's claims beside ours, from the summary.json files of a results folder.")
+    p.add_argument("dir", metavar="DIR", help="a results folder of `train.experiments paper` or of one sweep")
+    p.add_argument("--key", default="final_avg_accuracy", choices=("final_avg_accuracy", "avg_accuracy"),
+                   help="the ratio's metric (default: average accuracy over the last 20 %% of the slots)")
+    try:
+        args = p.parse_args(argv)
+        if not os.path.isdir(args.dir):
+            raise ConfigError("dir", f"not a folder: {args.dir}")
+        summ = experiment_summaries(args.dir)
+        if not any(e in summ for e in SWEEPS):
+            raise ConfigError("dir", f"no sweep summary.json (devices, capacity, inference, csi) in {args.dir}")
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(claims_report(args.dir, args.key))
+    slot = slot_length_report(args.dir)
+    if slot.count("\n") > 1:
+        print()
+        print(slot)
+    return 0
+
+
 def slot_length_report(root: str) -> str:
     """Does T = 20 ms give higher throughput and lower SSP than T = 30 ms? Counts over (exp, policy, N)."""
     lines = ["| experiment | overdue | T=20 throughput higher | T=20 SSP lower |", "|---|---|---|---|"]
+    summ = experiment_summaries(root)
     for exp in SWEEPS:
-        path = os.path.join(root, exp, "summary.json")
-        if not os.path.isfile(path):
+        if exp not in summ:
             continue
-        with open(path) as f:
-            cells = json.load(f)["cells"]
+        cells = summ[exp]["cells"]
         idx = {(c["policy"], c["N"], c["overdue"], c["T_ms"]): c["metrics"] for c in cells}
         for od in OVERDUE_RULES:
             thr = ssp = total = 0
@@ -644,8 +719,13 @@ def _plt():
 
 
 def plot_sweep(folder: str, exp: str, cells: list[dict], plan: Plan) -> list[str]:
-    """Per overdue rule: rows = T, columns = (average accuracy, SSP, throughput) against N; one line
-    per policy (mean over seeds of the final-window metric) with its 95 % band."""
+    """Per overdue rule: rows = T, columns = (average accuracy, SSP, throughput per device) against
+    N; per policy the mean over seeds of the final-window metric, each policy with its own colour,
+    marker and line style, greedy as the black dashed reference. From 3 seeds on a 95 % band (clipped
+    to the metric's range), below that min-max bars. Throughput is shown per device with its ceiling
+    (every task on time, 1000 / T per second), so that policies differ visibly at every N."""
+    from .plots import MIN_CI_SEEDS
+
     plt = _plt()
     paths = []
     for od in plan.overdue:
@@ -653,92 +733,97 @@ def plot_sweep(folder: str, exp: str, cells: list[dict], plan: Plan) -> list[str
         if not sel:
             continue
         ts = sorted({c["T_ms"] for c in sel})
-        fig, axes = plt.subplots(len(ts), 3, figsize=(12, 3.1 * len(ts) + 0.6), squeeze=False)
+        fig, axes = plt.subplots(len(ts), 3, figsize=(13.5, 3.1 * len(ts) + 0.8), squeeze=False)
         for i, t in enumerate(ts):
-            for j, (metric, label) in enumerate(PLOT_METRICS):
+            for j, (metric, label) in enumerate(SWEEP_PANELS):
                 ax = axes[i, j]
                 for pol in (plan.policies or SWEEP_POLICIES):
                     pts = sorted((c for c in sel if c["T_ms"] == t and c["policy"] == pol), key=lambda c: c["N"])
                     if not pts:
                         continue
+                    key = "final_throughput_per_s" if metric == "throughput_per_device" else f"final_{metric}"
                     x = np.array([c["N"] for c in pts])
-                    m = np.array([c["metrics"][f"final_{metric}"]["mean"] for c in pts])
-                    h = np.array([c["metrics"][f"final_{metric}"]["ci95"] for c in pts])
-                    colour, marker = POLICY_STYLE.get(pol, ("black", "."))
-                    ax.plot(x, m, color=colour, marker=marker, ms=4, lw=1.3, label=pol.upper())
-                    if np.any(h > 0):  # the band, clipped to the metric's range
-                        top = 1.0 if metric in ("avg_accuracy", "ssp") else np.inf
+                    per = [np.asarray(c["metrics"][key]["values"], np.float64) for c in pts]
+                    if metric == "throughput_per_device":
+                        per = [v / n for v, n in zip(per, x)]
+                    m = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in per])
+                    colour, marker, ls = policy_style(pol)
+                    ref = pol == "greedy"
+                    ax.plot(x, m, color=colour, marker=marker, ms=6 if ref else 5, lw=2.2 if ref else 1.3, ls=ls,
+                            mfc="none" if pol in ("grl", "droo") else colour, zorder=3 if ref else 2,
+                            label=f"{pol.upper()} (reference)" if ref else pol.upper())
+                    top = 1.0 if metric in ("avg_accuracy", "ssp") else np.inf
+                    n_seeds = min(int(np.isfinite(v).sum()) for v in per)
+                    if n_seeds >= MIN_CI_SEEDS:
+                        from .sweep import ci95
+
+                        h = np.array([ci95(v[:, None], axis=0)[0] for v in per])
                         ax.fill_between(x, np.maximum(m - h, 0.0), np.minimum(m + h, top), color=colour,
-                                        alpha=0.15, lw=0)
+                                        alpha=0.07, lw=0)
+                    elif n_seeds == 2:
+                        lo = np.array([np.nanmin(v) for v in per])
+                        hi = np.array([np.nanmax(v) for v in per])
+                        ax.errorbar(x, m, yerr=[m - lo, hi - m], fmt="none", ecolor=colour, alpha=0.6, capsize=2,
+                                    lw=0.8)
+                if metric == "throughput_per_device":
+                    ax.axhline(1000.0 / t, color="0.5", lw=0.8, ls=(0, (1, 2)))
+                    ax.text(0.99, 0.98, "ceiling: every task on time", transform=ax.transAxes, ha="right",
+                            va="top", fontsize=7, color="0.4")
                 ax.set_xticks(sorted({c["N"] for c in sel}))
                 ax.set_title(f"{label}, T = {t:g} ms", fontsize=9)
                 ax.set_xlabel("number of IoT devices N")
                 ax.set_ylabel(label, fontsize=8)
                 ax.grid(alpha=0.3)
         handles, labels = axes[0, 0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
         scen = sel[0]["scenario"]
+        n_seeds = min(c["seeds"] for c in sel)
+        spread = ("band: 95 % CI of the mean" if n_seeds >= MIN_CI_SEEDS
+                  else "bars: min-max of the seeds" if n_seeds == 2 else "one seed")
+        seeds_text = f"mean of {n_seeds} seeds, {spread}" if n_seeds > 1 else "one seed"
         fig.suptitle(f"{exp}: scenario {scen}, overdue = {od}; last {FINAL_FRACTION:.0%} of {plan.slots} slots, "
-                     f"mean and 95 % band over {plan.seeds} seeds", fontsize=10)
-        fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+                     f"{seeds_text}", fontsize=10)
+        fig.tight_layout(rect=(0, 0, 1, 0.97))
         path = os.path.join(folder, f"{exp}_{od}.png")
-        fig.savefig(path, dpi=80)
+        fig.savefig(path, dpi=80, bbox_inches="tight")
         plt.close(fig)
         paths.append(path)
     return paths
 
 
 def plot_convergence(folder: str, rows: list[dict], plan: Plan) -> list[str]:
-    """Fig. 5 per overdue rule: the normalised reward (or reward) moving average and the training
-    loss against the slot; per policy the mean over seeds, a 95 % band clipped to the quantity's
-    range, and each seed as a thin line."""
-    plt = _plt()
+    """Fig. 5 per overdue rule (``train.plots.convergence_figure``): per policy the reward's moving
+    average beside greedy, random and the oracle's R* on the same draws, the normalised reward when
+    the oracle ran, and the training loss; mean over seeds, a 95 % band from 3 seeds on (each seed
+    below that), clipped to the quantity's range."""
+    from .plots import convergence_figure
+
     paths = []
-    norm_key = f"normalised_reward_ma{WINDOW}"
-    normalised = any(np.isfinite(r[norm_key]) for r in rows)
-    key = norm_key if normalised else f"reward_ma{WINDOW}"
-    label = (f"normalised reward R/R* (moving average, {WINDOW} slots)" if normalised
-             else f"reward R per slot (moving average, {WINDOW} slots)")
+    refs = ("greedy", "random", "oracle")
     for od in plan.overdue:
         sel = [r for r in rows if r["overdue"] == od]
         if not sel:
             continue
-        fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+        series = []
         for pol in dict.fromkeys(r["policy"] for r in sel):
             pr = [r for r in sel if r["policy"] == pol]
             seeds = sorted({int(r["seed"]) for r in pr})
             S = int(max(r["slot"] for r in pr)) + 1
-            y = np.full((len(seeds), S), np.nan)
-            lo = np.full((len(seeds), S), np.nan)
+            keys = [f"reward_ma{WINDOW}", f"normalised_reward_ma{WINDOW}", "loss"] + [f"{k}_reward_ma{WINDOW}"
+                                                                                   for k in refs]
+            arr = {k: np.full((len(seeds), S), np.nan) for k in keys}
             for r in pr:
-                y[seeds.index(int(r["seed"])), int(r["slot"])] = r[key]
-                lo[seeds.index(int(r["seed"])), int(r["slot"])] = r["loss"]
-            colour = POLICY_STYLE.get(pol, ("black", "."))[0]
-            x = np.arange(S)
-            for ax, v, top in ((ax1, y, 1.0 if normalised else np.inf), (ax2, lo, np.inf)):
-                if not np.isfinite(v).any():
-                    continue
-                from .plots import _band
-
-                m, h = _band(v)
-                ax.plot(x, m, color=colour, lw=1.5, label=f"{pol.upper()} (mean of {len(seeds)} seeds)")
-                for row in v:
-                    ax.plot(x, row, color=colour, lw=0.5, alpha=0.45)
-                if len(seeds) > 1:
-                    ax.fill_between(x, np.maximum(m - h, 0.0), np.minimum(m + h, top), color=colour, alpha=0.12,
-                                    lw=0)
-        ax1.set_ylabel(label, fontsize=9)
-        ax1.grid(alpha=0.3)
-        ax1.legend(fontsize=8, loc="lower left")
-        ax1.set_title(f"convergence: base, N = {CONVERGENCE_N}, T = {CONVERGENCE_T:g} ms, overdue = {od}; "
-                      f"thin lines: seeds, band: 95 % interval", fontsize=9)
-        ax2.set_ylabel("training loss (masked BCE)", fontsize=9)
-        ax2.set_xlabel("time slot")
-        ax2.grid(alpha=0.3)
-        fig.tight_layout()
+                i, t = seeds.index(int(r["seed"])), int(r["slot"])
+                for k in keys:
+                    arr[k][i, t] = r.get(k, float("nan"))
+            s = {"label": pol.upper(), "colour": POLICY_STYLE.get(pol, ("black", "."))[0],
+                 "reward": arr[f"reward_ma{WINDOW}"], "norm": arr[f"normalised_reward_ma{WINDOW}"],
+                 "loss": arr["loss"], "refs": {k: arr[f"{k}_reward_ma{WINDOW}"] for k in refs
+                                               if np.isfinite(arr[f"{k}_reward_ma{WINDOW}"]).any()}}
+            series.append(s)
         path = os.path.join(folder, f"convergence_{od}.png")
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
+        convergence_figure(path, series, f"convergence: base, N = {CONVERGENCE_N}, T = {CONVERGENCE_T:g} ms, "
+                                         f"overdue = {od}, {plan.slots} slots", WINDOW, 0.0)
         paths.append(path)
     return paths
 
@@ -799,7 +884,10 @@ def run(plan: Plan) -> dict:
         conv = exp == "convergence"
         recs, wall = run_cell(cell, plan.seeds, plan.slots, plan.chunk, normalise and conv)
         check_finite(cell, recs, plan)
-        rows = (convergence_rows if conv else sweep_rows)(cell, recs, wall)
+        if conv:
+            rows = convergence_rows(cell, recs, wall, cell_references(cell, plan.seeds, plan.slots))
+        else:
+            rows = sweep_rows(cell, recs, wall)
         write_csv(os.path.join(plan.folder(exp), "cells", cell.name + ".csv"), rows,
                   CONV_COLUMNS if conv else SWEEP_COLUMNS)
         cell_times[exp][cell.name] = wall
@@ -874,6 +962,9 @@ def check_finite(cell: Cell, recs: dict, plan: Plan) -> None:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "claims":
+        return claims_main(argv[1:])
     try:
         plan = plan_from_args(build_parser().parse_args(argv))
     except ConfigError as err:

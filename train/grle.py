@@ -7,11 +7,14 @@ random, greedy, oracle (fixed). ``--seeds S`` and ``--sweep FILE`` run many runs
 one compiled program (vmapped, and sharded over the local devices when there are several).
 
 The output folder (``--out DIR``) holds config.json (everything needed to rerun or resume),
-metrics.csv (one row per run and slot), summary.json (per-run metrics, and mean with a 95 %
-interval over seeds per grid point) and convergence.png (the paper's Fig. 5: the normalised reward
-moving average, or the reward's when ``--normalise`` is off, and the training loss per slot).
+metrics.csv (one row per run and slot, with ``time_ms``; units in docs/training.md), summary.json
+(per-run metrics, and mean with a 95 % interval over seeds per grid point), per_run.csv (one row
+per run) and convergence.png (the paper's Fig. 5: the reward's moving average beside greedy and
+random played on the same draws, ``--references``, and the oracle's with ``--normalise``; the
+normalised reward with ``--normalise``; the training loss of a learning policy).
 ``--checkpoint-every K`` saves the whole state every K slots under DIR/checkpoints; ``--resume DIR``
-continues such a run and ends with exactly the results of an uninterrupted one.
+continues such a run (printing the slot it resumes at, or that the run is already complete) and
+ends with exactly the results of an uninterrupted one.
 
 Bad input prints one line ``error: <field>: <why>`` and exits 2, before anything is written.
 Every output path is checked before any work; a folder that already holds a run, or a trace that
@@ -126,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalise", action="store_true", default=None,
                    help="also run the exact oracle every slot and report the normalised reward (eq. 17)")
     p.add_argument("--window", type=int, default=None, help="moving-average window in slots (default 50)")
+    p.add_argument("--references", default=None, metavar="LIST",
+                   help="fixed policies played on the same random draws for comparison: greedy,random (the "
+                        "default), one of them, or none")
     p.add_argument("--chunk", type=int, default=None, help="slots per compiled chunk (progress granularity, default 1000)")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
                    help="save a checkpoint every K slots in DIR/checkpoints")
@@ -210,6 +216,7 @@ class Plan:
     quiet: bool
     resume: bool = False
     multiprocess: bool = False
+    references: tuple = ("greedy", "random")  # played on the same draws beside the run (train/references.py)
     extra: dict = field(default_factory=dict)
     stopped: object = None  # train.rundir.NonFinite when a loss or reward became NaN/inf
     overwrite: bool = False
@@ -224,7 +231,7 @@ class Plan:
             "config": self.cfg.to_dict(), "agent": self.agent.explicit().to_dict(), "profile": self.profile.to_dict(),
             "policy": self.policy, "slots": self.slots, "seed": self.seed, "seeds": self.seeds,
             "sweep": self.grid, "normalise": self.normalise, "window": self.window, "chunk": self.chunk,
-            "checkpoint_every": self.checkpoint_every,
+            "checkpoint_every": self.checkpoint_every, "references": list(self.references),
         }
 
     def fingerprint(self) -> dict:
@@ -312,6 +319,10 @@ def plan_from_args(args) -> Plan:
             apply_point(cfg, agent, point)
     if args.trace is not None and (seeds > 1 or grid is not None):
         raise ConfigError("trace", "a trace records one run: use it without --seeds > 1 and --sweep")
+    if args.trace is not None:
+        from .outputs import make_output_root
+
+        make_output_root(args.trace)  # --trace runs/NAME.jsonl in a fresh clone
     check_output_path("trace", args.trace)
     if args.stop_after is not None and not args.checkpoint_every:
         raise ConfigError("stop_after", "only makes sense with --checkpoint-every (it simulates a killed run)")
@@ -323,12 +334,18 @@ def plan_from_args(args) -> Plan:
             os.makedirs(os.path.dirname(out), exist_ok=True)  # runs/
         except OSError as err:
             raise ConfigError("out", f"cannot create {os.path.dirname(out)} ({err.strerror or err})") from None
+    from .outputs import make_output_root
+
+    make_output_root(out)  # --out runs/NAME in a fresh clone
     check_output_path("out", out, is_dir=True)
     check_outputs(args, out)
+    from .references import parse_references
+
+    references = parse_references(args.references, policy)
     return Plan(cfg=cfg, agent=agent, profile=profile, profile_path=args.profile, slots=slots, seed=seed,
                 seeds=seeds, grid=grid, sweep_path=args.sweep, normalise=normalise, window=window, chunk=chunk,
                 out=out, trace=args.trace, checkpoint_every=args.checkpoint_every, stop_after=args.stop_after,
-                quiet=bool(args.quiet), overwrite=bool(args.overwrite))
+                quiet=bool(args.quiet), overwrite=bool(args.overwrite), references=references)
 
 
 def check_outputs(args, out: str) -> None:
@@ -396,7 +413,8 @@ def plan_from_resume(args) -> Plan:
     plan = Plan(cfg=cfg, agent=agent, profile=profile, profile_path=None, slots=slots, seed=fields["seed"],
                 seeds=fields["seeds"], grid=grid, sweep_path=None, normalise=bool(fields["normalise"]),
                 window=fields["window"], chunk=chunk, out=d, trace=None, checkpoint_every=every,
-                stop_after=args.stop_after, quiet=bool(args.quiet), resume=True, slots_given=args.slots is not None)
+                stop_after=args.stop_after, quiet=bool(args.quiet), resume=True, slots_given=args.slots is not None,
+                references=tuple(saved.get("references", ())))
     check_resume_fingerprint(plan, saved)
     return plan
 
@@ -508,6 +526,9 @@ def run_plan(plan: Plan) -> tuple[dict, list[dict]] | None:
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError("resume", str(err)) from None
         state = jax.tree_util.tree_map(lambda x: x[: rs.runs], state)
+        plan.extra["start"] = start
+        if jax.process_index() == 0:
+            print(f"resuming at slot {min(start, plan.slots)} of {plan.slots}", flush=True)
         if start >= plan.slots:
             records = {k: v[:, : plan.slots] for k, v in records.items()}
             return records, rs.table
@@ -517,7 +538,8 @@ def run_plan(plan: Plan) -> tuple[dict, list[dict]] | None:
 
         writer = TraceWriter(plan.trace, header(plan.cfg, plan.profile, plan.policy, plan.seed))
     stop = plan.slots if plan.stop_after is None else min(plan.slots, plan.stop_after)
-    bar = None if plan.quiet or jax.process_index() != 0 else Progress(stop - start, desc=f"{plan.policy} x{rs.runs} runs" if rs.runs > 1 else plan.policy)
+    bar = None if plan.quiet or jax.process_index() != 0 else Progress(
+        stop, desc=f"{plan.policy} x{rs.runs} runs" if rs.runs > 1 else plan.policy, start=start)
     meta = {"policy": plan.policy, "runs": rs.runs, "slots": plan.slots, "fingerprint": plan.fingerprint()}
 
     finite = {"loss": rundir.loss_was_finite(records) if records else None}
@@ -601,6 +623,14 @@ def per_run_metrics(recs: dict, slot_ms: float, window: int, normalise: bool) ->
     return cols, summ
 
 
+def slot_start_ms(table: list[dict], slot_ms: float, slots: int):
+    """(R, S) start time of every slot in ms, t * T (T of each run's grid point when swept)."""
+    import numpy as np
+
+    t = np.array([float(row.get("slot_ms", slot_ms)) for row in table])
+    return t[:, None] * np.arange(slots)[None, :]
+
+
 def write_metrics_csv(path: str, cols: dict, table: list[dict]) -> None:
     """One row per (run, slot): run, seed, the grid point's values, slot, then ``cols``."""
     import numpy as np
@@ -645,20 +675,25 @@ def summarise_groups(summ: dict, table: list[dict]) -> list[dict]:
     return out
 
 
-def write_outputs(plan: Plan, recs: dict, table: list[dict], wall: float, compile_note: str = "") -> dict:
-    import numpy as np
-
+def write_outputs(plan: Plan, recs: dict, table: list[dict], wall: float, compile_note: str = "",
+                  refs: dict | None = None) -> dict:
+    """config.json, metrics.csv, summary.json, per_run.csv and convergence.png; ``refs``: the
+    reference policies' per-slot counts on the same draws (train/references.py)."""
     from .outputs import device_kind, versions, write_json
-    from .plots import convergence
+    from .plots import convergence_from_columns, write_per_run_csv
 
     os.makedirs(plan.out, exist_ok=True)
     cols, summ = per_run_metrics(recs, plan.cfg.slot_ms, plan.window, plan.normalise)
+    cols = {"time_ms": slot_start_ms(table, plan.cfg.slot_ms, recs["reward"].shape[1]), **cols}
+    for name, counts in (refs or {}).items():  # each reference's reward per slot, same draws
+        cols[f"{name}_reward"] = counts["reward"]
     groups = summarise_groups(summ, table)
     R, S = recs["reward"].shape
     summary = {
         "policy": plan.policy, "scenario": plan.cfg.scenario, "devices": plan.cfg.devices,
         "servers": plan.cfg.servers, "slots": S, "seed": plan.seed, "seeds": plan.seeds, "runs": R,
-        "wall_s": wall, "agent_slots_per_s": R * S / wall if wall > 0 else None, "device": device_kind(),
+        "wall_s": wall, "agent_slots_per_s": _speed(R, S - plan.extra.get("start", 0), wall),
+        "device": device_kind(),
     }
     if len(groups) == 1:  # one grid point: its mean over seeds at top level (a single run's values)
         for k, v in groups[0]["metrics"].items():
@@ -667,24 +702,71 @@ def write_outputs(plan: Plan, recs: dict, table: list[dict], wall: float, compil
                 summary[f"{k}_ci95"] = v["ci95"]
     summary["groups"] = groups
     summary["per_run"] = [{**row, **{k: _num(v[row["run"]]) for k, v in summ.items()}} for row in table]
+    if refs or plan.normalise:
+        from .references import reference_summaries
+
+        summary["references"] = reference_summaries(refs or {}, recs, table, plan.cfg.slot_ms,
+                                                    int(summ["final_window"][0]))
     write_json(os.path.join(plan.out, "config.json"),
                {**plan.to_json(), "fingerprint": plan.fingerprint(), "runs": table, "versions": versions(),
                 "device": device_kind()})
     write_metrics_csv(os.path.join(plan.out, "metrics.csv"), cols, table)
     write_json(os.path.join(plan.out, "summary.json"), summary)
-    w = plan.window
-    key = f"normalised_reward_ma{w}" if plan.normalise else f"mean_reward_ma{w}"
-    label = (f"normalised reward (moving average, {w} slots)" if plan.normalise
-             else f"reward R per slot (moving average, {w} slots)")
-    curves, losses = {}, {}
-    for g in groups:
-        name = ", ".join(f"{k}={v}" for k, v in g["point"].items()) or plan.policy.upper()
-        curves[name] = cols[key][g["runs"]]
-        losses[name] = np.asarray(cols["loss"][g["runs"]], np.float64)
-    title = (f"{plan.policy.upper()} {plan.cfg.scenario}: N={plan.cfg.devices} M={plan.cfg.servers} "
-             f"T={plan.cfg.slot_ms:g} ms D={plan.cfg.deadline_ms:g} ms, {plan.seeds} seed(s)")
-    convergence(os.path.join(plan.out, "convergence.png"), curves, losses, label, title)
+    write_per_run_csv(os.path.join(plan.out, "per_run.csv"), summary)
+    convergence_from_columns(os.path.join(plan.out, "convergence.png"), cols, table, plan.window,
+                             run_title(plan), learning=plan.policy in LEARNING_POLICIES,
+                             reward_floor=0.0 if plan.cfg.rho == 0 else None, label=plan.policy.upper())
     return summary
+
+
+def print_references(summary: dict, point: dict, final: str) -> None:
+    """One line: the references' final reward (same draws) beside the policy's, for one grid point."""
+    refs = summary.get("references", {})
+    parts = []
+    for name, entry in refs.items():
+        for g in entry["groups"]:
+            if g["point"] == point:
+                key = "final_mean_reward_observed" if name == "oracle" else "final_mean_reward"
+                parts.append(f"{name} {g['metrics'][key]['mean']:.4f}")
+    if parts:
+        print(f"  same draws, {final}, mean reward: " + ", ".join(parts)
+              + (" (oracle: on observed values)" if "oracle" in refs else ""))
+
+
+def run_title(plan: Plan) -> str:
+    """The figure title: only what every run of the folder shares (swept fields left out)."""
+    swept = set(plan.grid or {})
+    cfg = plan.cfg
+    parts = [f"N={cfg.devices}", f"M={cfg.servers}"]
+    if "slot_ms" not in swept:
+        parts.append(f"T={cfg.slot_ms:g} ms")
+    if "deadline_ms" not in swept:
+        parts.append(f"D={cfg.deadline_ms:g} ms")
+    parts.append(f"overdue {cfg.overdue}")
+    head = plan.policy.upper() + ("" if "scenario" in swept else f" {cfg.scenario}")
+    return f"{head}: {' '.join(parts)}"
+
+
+def _speed(runs: int, slots_run: int, wall: float):
+    """Agent-slots per second of the slots this process ran (a resumed run: those after the checkpoint)."""
+    return runs * slots_run / wall if wall > 0 and slots_run > 0 else None
+
+
+def resume_complete(plan: Plan) -> bool:
+    """A resumed run whose results are already written for all its slots: its summary.json has
+    ``plan.slots`` slots and is newer than the newest checkpoint."""
+    from . import checkpoint
+
+    path = os.path.join(plan.out, "summary.json")
+    ck = checkpoint.latest(os.path.join(plan.out, "checkpoints"))
+    if ck is None or not os.path.isfile(path):
+        return False
+    try:
+        with open(path) as f:
+            slots = json.load(f).get("slots")
+    except (OSError, ValueError):
+        return False
+    return slots == plan.slots and os.path.getmtime(path) >= os.path.getmtime(os.path.join(ck, checkpoint.META))
 
 
 def _num(v):
@@ -696,15 +778,26 @@ def _num(v):
 
 def print_summary(plan: Plan, summary: dict) -> None:
     cfg = plan.cfg
-    print(f"policy={plan.policy} scenario={cfg.scenario} N={cfg.devices} M={cfg.servers} T={cfg.slot_ms}ms "
-          f"D={cfg.deadline_ms}ms overdue={cfg.overdue} slots={summary['slots']} seed={plan.seed}"
+    swept = set(plan.grid or {})  # swept values are printed per grid point below, not here
+    print(f"policy={plan.policy}" + ("" if "scenario" in swept else f" scenario={cfg.scenario}")
+          + f" N={cfg.devices} M={cfg.servers}" + ("" if "slot_ms" in swept else f" T={cfg.slot_ms}ms")
+          + ("" if "deadline_ms" in swept else f" D={cfg.deadline_ms}ms")
+          + f" overdue={cfg.overdue} slots={summary['slots']} seed={plan.seed}"
           + (f" seeds={plan.seeds}" if plan.seeds > 1 else "") + (f" runs={summary['runs']}" if plan.grid else ""))
+    n = len(summary["groups"][0]["runs"])
+    if n >= 3:
+        print(f"  (+-: half-width of the 95 % CI of the mean over the seeds, Student t, n = {n})")
+    elif n == 2:
+        print("  ([a, b]: min and max of the 2 seeds; a 95 % CI needs 3 or more)")
     for g in summary["groups"]:
         m = g["metrics"]
 
         def f(k, fmt="{:.4f}"):
             s = fmt.format(m[k]["mean"])
-            return s + (f" +- {fmt.format(m[k]['ci95'])}" if m[k]["n"] > 1 else "")
+            if m[k]["n"] >= 3:
+                return s + f" +- {fmt.format(m[k]['ci95'])}"
+            vals = [v for v in m[k]["values"] if v == v]
+            return s + (f" [{fmt.format(min(vals))}, {fmt.format(max(vals))}]" if len(vals) > 1 else "")
 
         head = ("  " + ", ".join(f"{k}={v}" for k, v in g["point"].items()) + ":") if g["point"] else ""
         if head:
@@ -717,7 +810,10 @@ def print_summary(plan: Plan, summary: dict) -> None:
         if plan.normalise:
             print(f"  normalised reward: mean {f('normalised_reward_mean')}, "
                   f"last {plan.window}-slot average {f(f'normalised_reward_ma{plan.window}_final')}")
-    print(f"  [{summary['wall_s']:.1f} s, {summary['agent_slots_per_s']:.0f} agent-slots/s, {summary['device']}]")
+        print_references(summary, g["point"], f"last {int(m['final_window']['mean'])} slots")
+    speed = summary["agent_slots_per_s"]
+    print(f"  [{summary['wall_s']:.1f} s, " + (f"{speed:.0f} agent-slots/s, " if speed else "")
+          + f"{summary['device']}]")
 
 
 def start_run_folder(plan: Plan) -> None:
@@ -759,6 +855,9 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if plan.resume and resume_complete(plan):
+        print(f"already complete: nothing to do ({plan.slots} slots; results in {plan.out})")
+        return 0
     if processes is not None:
         from .sweep import distributed_init
 
@@ -766,6 +865,13 @@ def main(argv=None) -> int:
         plan.multiprocess = True
     if not plan.resume and (processes is None or processes[2] == 0):
         start_run_folder(plan)
+    pending = None
+    finishing = plan.stop_after is None or plan.stop_after >= plan.slots
+    if plan.references and finishing and processes is None:  # beside the run, on the same draws
+        from .references import expected_table, start_references
+
+        pending = start_references(plan.cfg, plan.profile, expected_table(plan.grid, plan.seeds, plan.seed),
+                                   plan.slots, plan.references)
     t0 = time.perf_counter()
     try:
         result = run_plan(plan)
@@ -781,7 +887,19 @@ def main(argv=None) -> int:
     recs, table = result
     if plan.stopped is not None:
         return report_nonfinite(plan, recs, table, wall)
-    summary = write_outputs(plan, recs, table, wall)
+    refs = None
+    if plan.references:
+        from .references import expected_table, run_references
+
+        t1 = time.perf_counter()
+        if pending is not None and table == expected_table(plan.grid, plan.seeds, plan.seed):
+            refs, seconds = pending()
+        else:
+            refs, seconds = run_references(plan.cfg, plan.profile, table, recs["reward"].shape[1], plan.references), 0
+        if not plan.quiet:
+            print(f"references {', '.join(plan.references)} on the same draws: {seconds:.1f} s in a thread beside "
+                  f"the run, {time.perf_counter() - t1:.1f} s after it", file=sys.stderr)
+    summary = write_outputs(plan, recs, table, wall, refs=refs)
     print_summary(plan, summary)
     print(f"  results in {plan.out}")
     if plan.trace:

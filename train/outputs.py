@@ -15,6 +15,18 @@ from grle_jax.metrics import moving, summarise
 PACKAGES = ("grle_jax", "jax", "jaxlib", "flax", "optax", "jraph", "chex", "orbax-checkpoint", "numpy", "matplotlib")
 
 
+OUTPUT_ROOTS = ("runs", "results")  # git-ignored folders of this project's outputs, created when missing
+
+
+def make_output_root(path: str) -> None:
+    """Create ``runs/`` or ``results/`` (relative to the current folder) when ``path`` lies directly
+    in one of them and it does not exist yet, so the documented ``--out runs/NAME`` works in a fresh
+    clone; any other missing parent stays an error of the caller."""
+    parent = os.path.dirname(os.path.normpath(path))
+    if parent in OUTPUT_ROOTS and not os.path.exists(parent):
+        os.makedirs(parent, exist_ok=True)
+
+
 def versions() -> dict:
     out = {"python": platform.python_version()}
     for p in PACKAGES:

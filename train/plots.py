@@ -1,59 +1,466 @@
-"""convergence.png: the paper's Fig. 5 for a run folder (normalised reward moving average and the
-training loss against the slot), mean over seeds with a 95 % band, one line per grid point."""
+"""Figures of a results folder, and ``python -m train.plots``: redraw or compare runs later.
+
+``convergence.png`` (the paper's Fig. 5, written by ``train.grle``): per grid point the policy's
+reward per slot (moving average) beside the references played on the SAME random draws (greedy,
+random; the exact oracle's reward on observed values when ``--normalise`` ran), a normalised-reward
+panel when it was computed, and the training loss of a learning policy (no empty panel for a fixed
+one). Every line is the mean over seeds; from 3 seeds on a band shows the 95 % confidence interval
+of the mean (Student t) clipped to the quantity's range, below 3 seeds each seed is drawn as a thin
+line instead (a t-interval of 2 seeds is 12.7 standard errors wide).
+
+    python -m train.plots RUN_DIR [RUN_DIR ...] [--out PNG]
+
+redraws one ``train.grle`` results folder (default ``RUN_DIR/convergence.png``) or overlays several
+(policies, seeds, settings; default ``compare.png`` in the current folder) from their metrics.csv
+and summary.json, and prints a comparison table: final SSP, accuracy, throughput, reward and
+normalised reward per seed, and per grid point the mean with its interval, each interval labelled.
+Bad input prints one line ``error: <field>: <why>`` and exits 2.
+"""
 
 from __future__ import annotations
 
+import argparse
+import csv
+import json
+import os
+import sys
+import warnings
+
 import numpy as np
+
+MIN_CI_SEEDS = 3  # below this, figures draw every seed and tables give min-max instead of a t-interval
+REF_STYLE = {"greedy": ("tab:orange", "--"), "random": ("tab:gray", ":"), "oracle": ("black", "-.")}
+REF_LABEL = {"greedy": "greedy, same draws", "random": "random, same draws",
+             "oracle": "oracle R* (observed values)"}
+
+
+# --- intervals ---------------------------------------------------------------------------------------
+def ci95(x, axis: int = 0) -> np.ndarray:
+    """Half-width of the 95 % confidence interval of the mean (Student t), NaN ignored; 0 for one
+    value. The same as ``train.sweep.ci95``, without importing JAX (``train.plots`` starts fast)."""
+    x = np.asarray(x, np.float64)
+    n = np.sum(np.isfinite(x), axis=axis)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sd = np.nanstd(x, axis=axis, ddof=1) if x.shape[axis] > 1 else np.zeros(np.delete(x.shape, axis))
+    try:
+        from scipy.stats import t as student
+
+        q = np.where(n > 1, student.ppf(0.975, np.maximum(n - 1, 1)), 0.0)
+    except ImportError:  # pragma: no cover
+        q = np.where(n > 1, 1.96, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 1, q * sd / np.sqrt(np.maximum(n, 1)), 0.0)
+
+
+def moving_mean(x, window: int) -> np.ndarray:
+    """Trailing mean over the last ``window`` slots along the last axis, NaN left out (as
+    ``grle_jax.metrics.moving_mean``, in numpy only)."""
+    x = np.asarray(x, np.float64)
+    have = np.isfinite(x)
+
+    def wsum(v):
+        c = np.cumsum(v, axis=-1)
+        out = c.copy()
+        out[..., window:] = c[..., window:] - c[..., :-window]
+        return out
+
+    count = wsum(have.astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, wsum(np.where(have, x, 0.0)) / np.maximum(count, 1), np.nan)
 
 
 def _band(x: np.ndarray):
     """Mean and 95 % half-width over axis 0 (runs), ignoring NaN."""
-    from .sweep import ci95
-
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(x, axis=0)
     return mean, ci95(x, axis=0)
 
 
-def convergence(path: str, curves: dict, loss: dict, ylabel: str, title: str, slot_ms: float | None = None) -> None:
-    """``curves`` and ``loss``: label -> (runs, slots) arrays. Writes a PNG with two panels."""
+def interval(values) -> dict:
+    """Mean of the finite values and what to show around it: the 95 % CI half-width (Student t)
+    from ``MIN_CI_SEEDS`` values on, the min and max below (n = 2), nothing for one value."""
+    v = np.asarray([x for x in values if x is not None], np.float64)
+    v = v[np.isfinite(v)]
+    n = len(v)
+    if n == 0:
+        return {"mean": float("nan"), "n": 0, "kind": "none"}
+    out = {"mean": float(v.mean()), "n": n, "kind": "single"}
+    if n >= MIN_CI_SEEDS:
+        out.update(kind="ci95", half=float(ci95(v[:, None], axis=0)[0]))
+    elif n > 1:
+        out.update(kind="min-max", lo=float(v.min()), hi=float(v.max()))
+    return out
+
+
+def interval_text(values, fmt: str = "{:.4f}") -> str:
+    """``0.9512 ± 0.0123 (95 % CI, n = 5)``, ``0.95 [0.93, 0.97] (min-max, n = 2)`` or ``0.95 (n = 1)``."""
+    iv = interval(values)
+    if iv["kind"] == "none":
+        return "-"
+    m = fmt.format(iv["mean"])
+    if iv["kind"] == "ci95":
+        return f"{m} ± {fmt.format(iv['half'])} (95 % CI, n = {iv['n']})"
+    if iv["kind"] == "min-max":
+        return f"{m} [{fmt.format(iv['lo'])}, {fmt.format(iv['hi'])}] (min-max, n = {iv['n']})"
+    return f"{m} (n = 1)"
+
+
+def band_note(n: int) -> str:
+    return (f"line: mean of {n} seeds, band: 95 % CI of the mean" if n >= MIN_CI_SEEDS
+            else ("thin lines: each seed, thick: their mean" if n > 1 else "one seed"))
+
+
+# --- drawing -----------------------------------------------------------------------------------------
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
-    for label, y in curves.items():
-        y = np.atleast_2d(y)
-        x = np.arange(y.shape[1])
-        m, h = _band(y)
-        ax1.plot(x, m, lw=1.2, label=label)
-        if y.shape[0] > 1:
-            ax1.fill_between(x, m - h, m + h, alpha=0.25)
-    ax1.set_ylabel(ylabel)
-    ax1.grid(alpha=0.3)
-    if len(curves) > 1 or any(k for k in curves):
-        ax1.legend(fontsize=8, loc="lower right")
-    ax1.set_title(title, fontsize=10)
-    any_loss = False
-    for label, y in loss.items():
-        y = np.atleast_2d(y)
-        if not np.isfinite(y).any():
-            continue
-        any_loss = True
-        x = np.arange(y.shape[1])
-        m, h = _band(y)
-        ax2.plot(x, m, lw=1.2, label=label)
-        if y.shape[0] > 1:
-            ax2.fill_between(x, m - h, m + h, alpha=0.25)
-    if not any_loss:
-        ax2.text(0.5, 0.5, "no training (fixed policy)", ha="center", va="center", transform=ax2.transAxes)
-    ax2.set_ylabel("training loss (masked BCE)")
-    ax2.set_xlabel("time slot")
-    ax2.grid(alpha=0.3)
+    return plt
+
+
+def draw(ax, y, colour, label: str | None, ls: str = "-", lw: float = 1.4, lo: float | None = None,
+         hi: float | None = None, x=None, seeds_thin: bool = True) -> None:
+    """One quantity over slots, (runs, S): the mean; from 3 runs a 95 % band clipped to [lo, hi],
+    below that each run as a thin line."""
+    y = np.atleast_2d(np.asarray(y, np.float64))
+    if not np.isfinite(y).any():
+        return
+    x = np.arange(y.shape[1]) if x is None else x
+    m, h = _band(y)
+    n = y.shape[0]
+    if n >= MIN_CI_SEEDS:
+        low, high = m - h, m + h
+        if lo is not None:
+            low = np.maximum(low, lo)
+        if hi is not None:
+            high = np.minimum(high, hi)
+        ax.fill_between(x, low, high, color=colour, alpha=0.18, lw=0)
+    elif n > 1 and seeds_thin:
+        for row in y:
+            ax.plot(x, row, color=colour, lw=0.6, alpha=0.5, ls=ls)
+    ax.plot(x, m, color=colour, lw=lw, ls=ls, label=label)
+
+
+def convergence_figure(path: str, series: list[dict], title: str, window: int,
+                       reward_floor: float | None = 0.0) -> list[str]:
+    """``series``: one dict per line: ``label``, ``reward`` (runs, S) moving average, optional
+    ``norm`` (normalised reward MA), ``loss``, ``refs`` {name: (runs, S) MA}. Panels: reward; the
+    normalised reward if any series has one; the loss if any series has a finite loss."""
+    plt = _plt()
+    has_norm = any(s.get("norm") is not None and np.isfinite(s["norm"]).any() for s in series)
+    has_loss = any(s.get("loss") is not None and np.isfinite(s["loss"]).any() for s in series)
+    panels = 1 + has_norm + has_loss
+    fig, axes = plt.subplots(panels, 1, figsize=(9.5, 2.2 + 2.4 * panels), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    one = len(series) == 1
+    # references identical for every line (the same draws): drawn once, in their own colours
+    names = list(dict.fromkeys(k for s in series for k in s.get("refs", {})))
+    shared = {k for k in names if all(k in s.get("refs", {}) for s in series)
+              and all(np.array_equal(s["refs"][k], series[0]["refs"][k], equal_nan=True) for s in series)}
+    n_max = max(np.atleast_2d(s["reward"]).shape[0] for s in series)
+    ax = axes[0]
+    for i, s in enumerate(series):
+        s.setdefault("colour", colours[i % len(colours)])
+    for i, s in enumerate(series):
+        c = s["colour"]
+        draw(ax, s["reward"], c, s["label"], lo=reward_floor)
+        for k, y in s.get("refs", {}).items():
+            if k in shared:
+                continue
+            rc, rls = REF_STYLE.get(k, ("black", "--"))
+            draw(ax, y, c, None, ls=rls, lw=1.0, lo=reward_floor, seeds_thin=False)
+    for k in names:  # one legend entry per reference drawn in each line's own colour
+        if k not in shared:
+            ax.plot([], [], color="0.35", ls=REF_STYLE.get(k, ("black", "--"))[1], lw=1.0,
+                    label=f"{REF_LABEL.get(k, k)} (in each line's colour)")
+    for k in names:
+        if k in shared:
+            rc, rls = REF_STYLE.get(k, ("black", "--"))
+            draw(ax, series[0]["refs"][k], rc, REF_LABEL.get(k, k), ls=rls, lw=1.1, lo=reward_floor,
+                 seeds_thin=False)
+    ax.set_ylabel(f"reward R per slot\n(moving average, {window} slots)", fontsize=9)
+    ax.set_title(title + "\n" + band_note(n_max) + ("" if one else "; one colour per line"), fontsize=9)
+    panel = 1
+    if has_norm:
+        ax = axes[panel]
+        panel += 1
+        for i, s in enumerate(series):
+            if s.get("norm") is not None:
+                draw(ax, s["norm"], s["colour"], s["label"], lo=0.0, hi=1.0)
+        ax.set_ylabel(f"normalised reward R/R*\n(moving average, {window} slots)", fontsize=9)
+    if has_loss:
+        ax = axes[panel]
+        for i, s in enumerate(series):
+            if s.get("loss") is not None:
+                draw(ax, s["loss"], s["colour"], s["label"], lo=0.0)
+        ax.set_ylabel("training loss\n(masked BCE)", fontsize=9)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    axes[-1].set_xlabel("time slot")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
+    return ["reward"] + ["normalised reward"] * has_norm + ["loss"] * has_loss
+
+
+def _point_label(point: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in point.items())
+
+
+def convergence_from_columns(path: str, cols: dict, table: list[dict], window: int, title: str,
+                             learning: bool, reward_floor: float | None, label: str) -> list[str]:
+    """convergence.png of one results folder from its per-slot columns (run, slot arrays)."""
+    groups: dict[str, dict] = {}
+    for row in table:
+        point = {k: v for k, v in row.items() if k not in ("run", "seed")}
+        groups.setdefault(json.dumps(point, sort_keys=True), {"point": point, "runs": []})["runs"].append(row["run"])
+    series = []
+    for g in groups.values():
+        r = g["runs"]
+        s = {"label": _point_label(g["point"]) or label, "reward": cols[f"mean_reward_ma{window}"][r], "refs": {}}
+        for k in cols:
+            if k.endswith("_reward") and k[: -len("_reward")] in REF_STYLE:
+                s["refs"][k[: -len("_reward")]] = moving_mean(cols[k][r], window)
+        if "reward_oracle" in cols:
+            s["refs"]["oracle"] = moving_mean(cols["reward_oracle"][r], window)
+        if f"normalised_reward_ma{window}" in cols:
+            s["norm"] = cols[f"normalised_reward_ma{window}"][r]
+        if learning:
+            s["loss"] = np.asarray(cols["loss"][r], np.float64)
+        series.append(s)
+    return convergence_figure(path, series, title, window, reward_floor)
+
+
+# --- per-run table -------------------------------------------------------------------------------------
+PER_RUN_KEYS = ("ssp", "avg_accuracy", "throughput_per_s", "mean_reward", "final_ssp", "final_avg_accuracy",
+                "final_throughput_per_s", "final_mean_reward", "final_normalised_reward", "final_loss")
+
+
+def write_per_run_csv(path: str, summary: dict) -> None:
+    """One row per run (seed and grid point): its whole-run and final-window metrics, and the
+    references' final reward and SSP on the same draws (empty where not computed)."""
+    per_run = summary["per_run"]
+    refs = summary.get("references", {})
+    point_keys = list(summary["groups"][0]["point"])
+    ref_cols = []
+    for name, entry in refs.items():
+        for k in ("final_mean_reward", "final_ssp", "final_avg_accuracy", "final_mean_reward_observed"):
+            if entry["per_run"] and k in entry["per_run"][0]:
+                ref_cols.append((name, k))
+    header = ["run", "seed", *point_keys, *[k for k in PER_RUN_KEYS if k in per_run[0]],
+              *[f"{n}_{k}" for n, k in ref_cols]]
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for i, row in enumerate(per_run):
+            vals = [row["run"], row["seed"], *[_cell(row[k]) for k in point_keys],
+                    *[_cell(row.get(k)) for k in PER_RUN_KEYS if k in per_run[0]],
+                    *[_cell(refs[n]["per_run"][i].get(k)) for n, k in ref_cols]]
+            w.writerow(vals)
+    os.replace(tmp, path)
+
+
+def _cell(v):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "" if v != v else repr(v)
+    if isinstance(v, (list, dict)):
+        return json.dumps(v)
+    return v
+
+
+# --- the CLI: redraw and compare ----------------------------------------------------------------------
+class _Error(Exception):
+    def __init__(self, field: str, why: str):
+        super().__init__(f"{field}: {why}")
+
+
+def load_run(folder: str) -> dict:
+    """A train.grle results folder: summary.json, config.json and the per-slot columns of metrics.csv."""
+    if not os.path.isdir(folder):
+        raise _Error("run_dir", f"not a folder: {folder}")
+    paths = {n: os.path.join(folder, n) for n in ("summary.json", "metrics.csv", "config.json")}
+    for n, p in paths.items():
+        if not os.path.isfile(p):
+            raise _Error("run_dir", f"no {n} in {folder} (not a train.grle results folder)")
+    try:
+        with open(paths["summary.json"]) as f:
+            summary = json.load(f)
+        with open(paths["config.json"]) as f:
+            config = json.load(f)
+        summary["per_run"], config["window"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise _Error("run_dir", f"{folder}: unreadable summary.json or config.json ({err})") from None
+    with open(paths["metrics.csv"], newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if not header or "slot" not in header or "run" not in header:
+            raise _Error("run_dir", f"{paths['metrics.csv']}: not a train.grle metrics.csv")
+        rows = list(reader)
+    i_slot = header.index("slot")
+    names = header[i_slot + 1:]
+    by_run: dict[int, list] = {}
+    for r in rows:
+        by_run.setdefault(int(r[0]), []).append(r)
+    runs = sorted(by_run)
+    S = max(len(v) for v in by_run.values())
+    cols = {n: np.full((len(runs), S), np.nan) for n in names}
+    for i, run in enumerate(runs):
+        block = by_run[run]
+        for j, n in enumerate(names):
+            cols[n][i, : len(block)] = [float(b[i_slot + 1 + j]) if b[i_slot + 1 + j] != "" else np.nan for b in block]
+    try:
+        point_keys = list(summary["groups"][0]["point"])
+    except (KeyError, IndexError, TypeError):
+        raise _Error("run_dir", f"{folder}: summary.json has no groups (not written by train.grle)") from None
+    table = [{k: row[k] for k in ("run", "seed", *point_keys)} for row in summary["per_run"]]
+    return {"folder": folder, "summary": summary, "config": config, "cols": cols, "table": table,
+            "window": int(config["window"]), "policy": summary.get("policy", config.get("policy", "?"))}
+
+
+def series_of(run: dict, label_prefix: str) -> list[dict]:
+    w = run["window"]
+    cols = run["cols"]
+    groups: dict[str, dict] = {}
+    for i, row in enumerate(run["table"]):
+        point = {k: v for k, v in row.items() if k not in ("run", "seed")}
+        groups.setdefault(json.dumps(point, sort_keys=True), {"point": point, "idx": []})["idx"].append(i)
+    out = []
+    for g in groups.values():
+        r = g["idx"]
+        label = label_prefix + (f" ({_point_label(g['point'])})" if g["point"] else "")
+        s = {"label": label, "reward": moving_mean(cols["reward"][r], w), "refs": {}}
+        for k in cols:
+            if k.endswith("_reward") and k[: -len("_reward")] in REF_STYLE:
+                s["refs"][k[: -len("_reward")]] = moving_mean(cols[k][r], w)
+        if "reward_oracle" in cols:
+            s["refs"]["oracle"] = moving_mean(cols["reward_oracle"][r], w)
+        if "normalised_reward" in cols:
+            s["norm"] = moving_mean(cols["normalised_reward"][r], w)
+        if "loss" in cols and np.isfinite(cols["loss"][r]).any():  # a learning policy
+            s["loss"] = cols["loss"][r]
+        out.append(s)
+    return out
+
+
+TABLE_COLUMNS = (("final_ssp", "SSP", "{:.4f}"), ("final_avg_accuracy", "accuracy", "{:.4f}"),
+                 ("final_throughput_per_s", "throughput (tasks/s)", "{:.1f}"),
+                 ("final_mean_reward", "reward R per slot", "{:.3f}"),
+                 ("final_normalised_reward", "normalised reward", "{:.4f}"))
+
+
+def comparison_table(runs: list[dict], labels: list[str]) -> str:
+    """Markdown: per run folder and grid point, one row per seed and one with the mean and its
+    interval; the references' rows (same draws) follow each folder's."""
+    head = "| run | seed | " + " | ".join(t for _, t, _ in TABLE_COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (2 + len(TABLE_COLUMNS))]
+
+    def block(name, per_run, groups):
+        for g in groups:
+            pr = [p for p in per_run if p["run"] in g]
+            pl = name
+            for p in pr:
+                lines.append(f"| {pl} | {p['seed']} | " + " | ".join(
+                    fmt.format(p[k]) if isinstance(p.get(k), (int, float)) else "-" for k, _, fmt in TABLE_COLUMNS)
+                    + " |")
+            if len(pr) > 1:
+                lines.append(f"| {pl} | mean | " + " | ".join(
+                    interval_text([p.get(k) for p in pr], fmt) if any(isinstance(p.get(k), (int, float)) for p in pr)
+                    else "-" for k, _, fmt in TABLE_COLUMNS) + " |")
+
+    for run, label in zip(runs, labels):
+        summ = run["summary"]
+        groups: dict[str, list] = {}
+        names: dict[str, str] = {}
+        for p in summ["per_run"]:
+            point = {k: p[k] for k in run["table"][0] if k not in ("run", "seed")}
+            key = json.dumps(point, sort_keys=True)
+            groups.setdefault(key, []).append(p["run"])
+            names[key] = label + (f" ({_point_label(point)})" if point else "")
+        for key, g in groups.items():
+            block(names[key], summ["per_run"], [g])
+            for ref, entry in summ.get("references", {}).items():
+                if ref == "oracle":
+                    continue
+                block(f"{names[key]}: {ref} (same draws)", entry["per_run"], [g])
+    return "\n".join(lines)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one ``error: <field>: <why>`` line, exit 2."""
+
+    def error(self, message: str):  # noqa: D401
+        field = "run_dir" if "RUN_DIR" in message else "arguments"
+        if message.startswith("argument "):
+            head, _, why = message[len("argument "):].partition(": ")
+            field = head.split("/")[-1].lstrip("-").replace("-", "_")
+            message = why
+        raise _Error(field, message)
+
+
+def main(argv=None) -> int:
+    p = _Parser(prog="python -m train.plots", description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="results folders of python -m train.grle")
+    p.add_argument("--out", default=None, metavar="PNG",
+                   help="figure to write (default RUN_DIR/convergence.png for one folder, compare.png for several)")
+    p.add_argument("--no-table", action="store_true", help="do not print the comparison table")
+    try:
+        a = p.parse_args(argv)
+        runs = [load_run(d) for d in a.runs]
+        out = a.out or (os.path.join(a.runs[0], "convergence.png") if len(a.runs) == 1 else "compare.png")
+        if not out.lower().endswith(".png"):
+            raise _Error("out", f"must be a .png file, got {out}")
+        parent = os.path.dirname(os.path.abspath(out))
+        if not os.path.isdir(parent):
+            raise _Error("out", f"folder does not exist: {parent}")
+    except _Error as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    labels = _labels(runs)
+    series = [s for run, lab in zip(runs, labels) for s in series_of(run, lab)]
+    windows = {run["window"] for run in runs}
+    title = _common_title(runs)
+    floor = 0.0 if all(run["config"]["config"].get("rho", 0) == 0 for run in runs) else None
+    convergence_figure(out, series, title, max(windows), floor)
+    if not a.no_table:
+        print(comparison_table(runs, labels))
+        print("final = the last 10 % of each run's slots; reward R per slot = total accuracy of on-time tasks; "
+              "intervals: 95 % CI of the mean (Student t) from 3 seeds on, min-max below")
+    print(f"wrote {out}")
+    return 0
+
+
+def _labels(runs: list[dict]) -> list[str]:
+    """Short labels: the policy, plus the folder name when policies repeat."""
+    pols = [r["policy"].upper() for r in runs]
+    out = []
+    for r, pol in zip(runs, pols):
+        out.append(pol if pols.count(pol) == 1 else f"{pol} {os.path.basename(os.path.normpath(r['folder']))}")
+    return out
+
+
+def _common_title(runs: list[dict]) -> str:
+    """What every run shares: scenario, N, M, T, D, overdue (only where all agree)."""
+    cfgs = [r["config"]["config"] for r in runs]
+    sweeps = set().union(*[set(r["config"].get("sweep") or {}) for r in runs])
+    parts = []
+    for key, fmt in (("scenario", "{}"), ("devices", "N={}"), ("servers", "M={}"), ("slot_ms", "T={:g} ms"),
+                     ("deadline_ms", "D={:g} ms"), ("overdue", "overdue {}")):
+        vals = {json.dumps(c.get(key)) for c in cfgs}
+        if len(vals) == 1 and key not in sweeps and cfgs[0].get(key) is not None:
+            parts.append(fmt.format(cfgs[0][key]))
+    pols = list(dict.fromkeys(r["policy"].upper() for r in runs))
+    head = pols[0] if len(pols) == 1 else "comparison"
+    return f"{head}: {' '.join(parts)}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,11 +7,15 @@ import time
 
 
 class Progress:
-    def __init__(self, total: int, desc: str = "", unit: str = "slots", stream=None, min_interval: float = 1.0):
+    def __init__(self, total: int, desc: str = "", unit: str = "slots", stream=None, min_interval: float = 1.0,
+                 start: int = 0):
+        """``start``: slots already done (a resumed run): the bar counts absolute slots, the speed
+        and ETA only the slots run in this process."""
         self.total, self.desc, self.unit = total, desc, unit
+        self.start = start
         self.stream = stream or sys.stderr
         self.tty = getattr(self.stream, "isatty", lambda: False)()
-        self.done = 0
+        self.done = start
         self.t0 = time.perf_counter()
         self.last = 0.0
         self.min_interval = min_interval
@@ -28,7 +32,7 @@ class Progress:
     def line(self, now: float | None = None) -> str:
         now = time.perf_counter() if now is None else now
         el = max(now - self.t0, 1e-9)
-        rate = self.done / el
+        rate = (self.done - self.start) / el
         frac = self.done / max(self.total, 1)
         width = 24
         bar = "#" * int(frac * width) + "." * (width - int(frac * width))
