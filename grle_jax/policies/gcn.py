@@ -24,9 +24,10 @@ Two implementations of the aggregation, the same map:
   ``grle_jax.graph.build_graph`` lays them out (N devices, then P options, edge ``n * P + o``),
   alone or as ``graph.union`` of several: the edge axis is reshaped to (graphs, N, P) and every
   sum is a contraction with the (graphs, N, P) matrix of edge weights, with no gather and no
-  scatter (XLA:CPU runs those as scalar loops); the linear maps are applied before or after the
-  sums, whichever is cheaper (``_aggregate_dense``). The same map as the general path up to the
-  order of float32 operations (``tests/test_policies.py`` checks that the two give the same logits).
+  scatter (XLA:CPU runs those as scalar loops); the node maps run before the sums on the sending
+  nodes only, the edge maps after them on the summed edge features (``_aggregate_dense``). The
+  same map as the general path up to the order of float32 operations (``tests/test_policies.py``
+  checks that the two give the same logits and gradients).
 """
 
 from __future__ import annotations
