@@ -91,10 +91,10 @@ def main(argv=None) -> int:
         x = f"{res['x_lone']:.1f}" if res["x_lone"] else "-"
         print(f"{r:>6} {res['agent_slots_per_s']:>14,.0f} {res['slots_per_s_per_run']:>12,.1f} {x:>7} "
               f"{res['median_s']:>9.3f} {res['first_call_s']:>13.1f}", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": dev, "device_count": jax.device_count(), "jax": jax.__version__,
-                       "results": rows}, f, indent=2)
+        if args.json:  # after every row: a run count that fails (out of memory) loses nothing measured
+            with open(args.json, "w") as f:
+                json.dump({"device": dev, "device_count": jax.device_count(), "jax": jax.__version__,
+                           "results": rows}, f, indent=2)
     return 0
 
 

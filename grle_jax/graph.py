@@ -20,6 +20,8 @@ option cannot meet the deadline, whatever the others do). All three are observed
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import jax.numpy as jnp
 import jraph
 import numpy as np
@@ -42,6 +44,24 @@ def edge_index(n: int, p: int) -> tuple[np.ndarray, np.ndarray]:
     senders = np.repeat(np.arange(n, dtype=np.int32), p)
     receivers = np.tile(np.arange(p, dtype=np.int32), n) + n
     return senders, receivers
+
+
+@dataclass(frozen=True)
+class DenseLayout:
+    """A static promise about a graph: it is ``graphs`` graphs of ``build_graph``'s layout
+    (``devices`` device nodes, then ``options`` option nodes, edge ``n * options + o`` from device n
+    to option o), alone (``graphs = 1``) or as their ``union``. A graph network given it may
+    aggregate by dense reductions over (graphs, devices, options) instead of ``segment_sum``
+    (``grle_jax.policies.gcn``); only the node and edge counts can be checked, not the indices."""
+
+    graphs: int
+    devices: int
+    options: int
+
+    def check(self, n_nodes: int, n_edges: int) -> None:
+        b, n, p = self.graphs, self.devices, self.options
+        if n_nodes != b * (n + p) or n_edges != b * n * p:
+            raise ValueError(f"graph with {n_nodes} nodes and {n_edges} edges is not {b} x (N = {n}, P = {p})")
 
 
 def build_graph(static: EnvStatic, params: EnvParams, obs: Observation,

@@ -9,7 +9,10 @@ import pytest
 
 from grle_jax.agent import AgentConfig
 from grle_jax.config import Config
-from grle_jax.graph import build_graph, edge_index, union
+import jraph
+
+from grle_jax.graph import DenseLayout, build_graph, edge_index, union
+from grle_jax.policies.gcn import GCNActor
 from grle_jax.policies import make_actor, masked_bce
 from grle_jax.scenario import observe, reset, sample
 
@@ -77,6 +80,64 @@ def test_apply_batch_equals_one_by_one(policy):
         assert (np.asarray(g.n_node) == per).all() and len(np.asarray(g.n_edge)) == B
         assert (np.asarray(g.senders) // per == np.asarray(g.receivers) // per).all()
         assert (np.asarray(g.senders) // per == np.repeat(np.arange(B), N * actor.options)).all()
+
+
+def _random_layout_graphs(key, b, n, p, p_live):
+    """b random graphs of build_graph's layout (random features, a random edge mask), and their union."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    mask = jax.random.uniform(k3, (b, n * p)) < p_live
+    snd, rcv = edge_index(n, p)
+    graphs = jraph.GraphsTuple(
+        nodes=jax.random.normal(k1, (b, n + p, 9)), edges=jax.random.normal(k2, (b, n * p, 3)) * mask[..., None],
+        senders=jnp.broadcast_to(jnp.asarray(snd), (b, n * p)), receivers=jnp.broadcast_to(jnp.asarray(rcv), (b, n * p)),
+        globals=None, n_node=jnp.full((b, 1), n + p, jnp.int32), n_edge=jnp.full((b, 1), n * p, jnp.int32))
+    return graphs, mask
+
+
+@pytest.mark.parametrize("b", [1, 4])
+def test_gcn_dense_aggregation_equals_segment_sum(b):
+    """The dense fast path (layout given: (B, N, P) contractions) and the general path (gathers and
+    segment_sum over the edge list) are the same network: equal logits on one graph and on a
+    disjoint union, with masked edges (one graph of the union entirely masked); on the union also
+    equal gradients, and equal logits under a vmap over parameter sets (the runs of a sweep)."""
+    n, p = 4, 3
+    graphs, mask = _random_layout_graphs(jax.random.key(b), b, n, p, 0.6)
+    mask = mask.at[b // 2].set(False) if b > 1 else mask
+    g, m = union(graphs, mask)
+    mod = GCNActor(hidden=(16, 8), head=8)
+    lay = DenseLayout(b, n, p)
+    vs = jax.vmap(lambda k: mod.init(k, g, m))(jax.random.split(jax.random.key(1), 2))
+
+    @jax.jit
+    def both(vs):
+        general = jax.vmap(lambda v: mod.apply(v, g, m))(vs)
+        dense = jax.vmap(lambda v: mod.apply(v, g, m, lay))(vs)
+        if b == 1:
+            return general, dense, (), ()
+        v = jax.tree_util.tree_map(lambda x: x[0], vs)
+        return general, dense, *(jax.grad(lambda v: jnp.sum(jnp.tanh(mod.apply(v, g, m, layout))))(v)
+                                 for layout in (None, lay))
+
+    general, dense, g_general, g_dense = both(vs)
+    assert dense.shape == general.shape == (2, b * n * p) and dense.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(dense), np.asarray(general), rtol=1e-5, atol=1e-5)
+    assert np.asarray(m).any() and not np.allclose(general[0], general[1])
+    for x, y in zip(jax.tree_util.tree_leaves(g_general), jax.tree_util.tree_leaves(g_dense)):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="is not"):
+        jax.eval_shape(lambda v: mod.apply(v, g, m, DenseLayout(b, p, n + 1)),
+                       jax.tree_util.tree_map(lambda x: x[0], vs))
+
+
+def test_actor_uses_the_dense_path():
+    """The GRLE actor runs the dense path, alone and on the minibatch union: its programs hold no
+    scatter (segment_sum's); the general path's does."""
+    static, params, actor, obs, v = _setup("grle")
+    obs_b = jax.tree_util.tree_map(lambda x: jnp.stack([x, x]), obs)
+    assert "scatter-add" not in str(jax.make_jaxpr(actor.apply)(v, obs, params))
+    assert "scatter-add" not in str(jax.make_jaxpr(actor.apply_batch)(v, obs_b, params))
+    g, m = build_graph(static, params, obs, actor.option_idx)
+    assert "scatter-add" in str(jax.make_jaxpr(actor.module.apply)(v, g, m))
 
 
 def test_graph_fixed_shape():

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..agent import AgentStatic, LEARNING_POLICIES, option_index
 from ..config import EnvParams, EnvStatic
-from ..graph import build_graph, canonical_graph, live_mask, union
+from ..graph import DenseLayout, build_graph, canonical_graph, live_mask, union
 from ..types import Observation
 from .gcn import GCNActor
 from .mlp import DROOActor
@@ -41,7 +41,8 @@ class Actor:
         """(N, P) logits."""
         if self.policy in ("grl", "grle"):
             graph, mask = build_graph(self.static, params, obs, self.option_idx)
-            return self.module.apply(variables, graph, mask).reshape(self.static.n, self.options)
+            layout = DenseLayout(1, self.static.n, self.options)  # dense aggregation (policies.gcn)
+            return self.module.apply(variables, graph, mask, layout).reshape(self.static.n, self.options)
         return self.module.apply(variables, obs, params)
 
     def apply_batch(self, variables, obs: Observation, params: EnvParams) -> jax.Array:
@@ -52,7 +53,8 @@ class Actor:
             graphs, masks = jax.vmap(lambda o: build_graph(self.static, params, o, self.option_idx))(obs)
             b = masks.shape[0]
             graph, mask = union(graphs, masks)
-            return self.module.apply(variables, graph, mask).reshape(b, self.static.n, self.options)
+            layout = DenseLayout(b, self.static.n, self.options)
+            return self.module.apply(variables, graph, mask, layout).reshape(b, self.static.n, self.options)
         return jax.vmap(self.apply, in_axes=(None, 0, None))(variables, obs, params)
 
     @property

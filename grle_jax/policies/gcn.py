@@ -17,6 +17,17 @@ every exit of one ES, and only its own features tell the exits apart. Sums are
 ``jax.ops.segment_sum`` over the fixed edge list; a masked edge has weight 0, so it contributes
 nothing to any node, and every node's degree counts live edges only. Nothing depends on the order
 of devices, so the network is equivariant under permutations of the devices.
+
+Two implementations of the aggregation, the same map:
+- general (``layout=None``): gathers and ``jax.ops.segment_sum`` over the edge list, for any graph;
+- dense (``layout=DenseLayout(graphs, devices, options)``): for graphs laid out as
+  ``grle_jax.graph.build_graph`` lays them out (N devices, then P options, edge ``n * P + o``),
+  alone or as ``graph.union`` of several: the edge axis is reshaped to (graphs, N, P) and every
+  sum is a contraction with the (graphs, N, P) matrix of edge weights, with no gather and no
+  scatter (XLA:CPU runs those as scalar loops); the node maps run before the sums on the sending
+  nodes only, the edge maps after them on the summed edge features (``_aggregate_dense``). The
+  same map as the general path up to the order of float32 operations (``tests/test_policies.py``
+  checks that the two give the same logits and gradients).
 """
 
 from __future__ import annotations
@@ -26,38 +37,89 @@ import jax
 import jax.numpy as jnp
 import jraph
 
+from ..graph import DenseLayout
+
+
+class _Affine(nn.Module):
+    """``nn.Dense``'s parameters (same names, shapes, initialisers, so the same initial values)
+    handed back instead of applied: the dense aggregation applies them after summing."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, in_features: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (in_features, self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        return kernel, bias
+
 
 class EdgeConv(nn.Module):
     features: int
 
     @nn.compact
-    def __call__(self, graph: jraph.GraphsTuple, edge_mask: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, graph: jraph.GraphsTuple, edge_mask: jnp.ndarray,
+                 layout: DenseLayout | None = None) -> jnp.ndarray:
         h, x = graph.nodes, graph.edges
-        snd, rcv = graph.senders, graph.receivers
-        n_nodes = h.shape[0]
-        w = edge_mask.astype(h.dtype)  # (E,)
-        deg = 1.0 + jax.ops.segment_sum(w, snd, n_nodes) + jax.ops.segment_sum(w, rcv, n_nodes)
-        norm = w * jax.lax.rsqrt(deg[snd] * deg[rcv])  # (E,), 0 on masked edges
         # W [h_j || x_ij] computed as W_h h_j + W_x x_ij: the node half once per node, not per edge
-        fwd = nn.Dense(self.features, use_bias=False, name="msg_fwd_node")(h)
-        bwd = nn.Dense(self.features, use_bias=False, name="msg_bwd_node")(h)
-        to_rcv = (fwd[snd] + nn.Dense(self.features, name="msg_fwd_edge")(x)) * norm[:, None]
-        to_snd = (bwd[rcv] + nn.Dense(self.features, name="msg_bwd_edge")(x)) * norm[:, None]
-        agg = jax.ops.segment_sum(to_rcv, rcv, n_nodes) + jax.ops.segment_sum(to_snd, snd, n_nodes)
+        msg_fwd = nn.Dense(self.features, use_bias=False, name="msg_fwd_node")
+        msg_bwd = nn.Dense(self.features, use_bias=False, name="msg_bwd_node")
+        fwd_e = _Affine(self.features, name="msg_fwd_edge")(x.shape[-1])
+        bwd_e = _Affine(self.features, name="msg_bwd_edge")(x.shape[-1])
+        w = edge_mask.astype(h.dtype)  # (E,)
+        if layout is None:
+            agg = _aggregate_general(graph.senders, graph.receivers, w, h, x, msg_fwd, msg_bwd, fwd_e, bwd_e)
+        else:
+            agg = _aggregate_dense(layout, w, h, x, msg_fwd, msg_bwd, fwd_e, bwd_e)
         return nn.relu(nn.Dense(self.features, name="self")(h) + agg)
 
 
+def _aggregate_general(snd, rcv, w, h, x, msg_fwd, msg_bwd, fwd_e, bwd_e):
+    """Any graph: ``sum_{live (i, j)} (W_h h_j + W_x x_ij + b) / sqrt(deg_i deg_j)`` at every node,
+    in both directions, by gathers and ``segment_sum`` over the edge list."""
+    n_nodes = h.shape[0]
+    deg = 1.0 + jax.ops.segment_sum(w, snd, n_nodes) + jax.ops.segment_sum(w, rcv, n_nodes)
+    norm = w * jax.lax.rsqrt(deg[snd] * deg[rcv])  # (E,), 0 on masked edges
+    to_rcv = (msg_fwd(h)[snd] + x @ fwd_e[0] + fwd_e[1]) * norm[:, None]
+    to_snd = (msg_bwd(h)[rcv] + x @ bwd_e[0] + bwd_e[1]) * norm[:, None]
+    return jax.ops.segment_sum(to_rcv, rcv, n_nodes) + jax.ops.segment_sum(to_snd, snd, n_nodes)
+
+
+def _aggregate_dense(layout: DenseLayout, w, h, x, msg_fwd, msg_bwd, fwd_e, bwd_e):
+    """The same sums on the complete bipartite device/option layout, as contractions over the
+    (B, N, P) edge grid: device n of graph b sends only along edges (b, n, .), option o receives
+    only along (b, ., o). The affine maps commute with the weighted sums, so the node map runs on
+    the sending side's nodes only (devices for the forward message, options for the backward one)
+    and the edge map on the 3 summed edge features instead of on every edge:
+    ``sum_n c_no (W h_n + W_x x_no + b) = sum_n c_no W h_n + (sum_n c_no x_no) W_x + (sum_n c_no) b``."""
+    b, n, p = layout.graphs, layout.devices, layout.options
+    layout.check(h.shape[0], w.shape[0])
+    w = w.reshape(b, n, p)
+    deg_dev = 1.0 + jnp.sum(w, axis=2)  # (B, N): live degree + 1 (a device only sends)
+    deg_opt = 1.0 + jnp.sum(w, axis=1)  # (B, P): (an option only receives)
+    c = w * jax.lax.rsqrt(deg_dev[:, :, None] * deg_opt[:, None, :])  # (B, N, P), 0 on masked edges
+    h = h.reshape(b, n + p, h.shape[-1])
+    x = x.reshape(b, n, p, x.shape[-1])
+    to_opt = (jnp.einsum("bnp,bnf->bpf", c, msg_fwd(h[:, :n]))
+              + jnp.einsum("bnp,bnpk->bpk", c, x) @ fwd_e[0] + jnp.sum(c, axis=1)[..., None] * fwd_e[1])
+    to_dev = (jnp.einsum("bnp,bpf->bnf", c, msg_bwd(h[:, n:]))
+              + jnp.einsum("bnp,bnpk->bnk", c, x) @ bwd_e[0] + jnp.sum(c, axis=2)[..., None] * bwd_e[1])
+    return jnp.concatenate([to_dev, to_opt], axis=1).reshape(b * (n + p), -1)
+
+
 class GCNActor(nn.Module):
-    """(graph, edge mask) -> (E,) logits, one per device -> option edge."""
+    """(graph, edge mask) -> (E,) logits, one per device -> option edge. ``layout`` (optional,
+    static) declares the graph to be ``build_graph``'s device/option layout (or a ``graph.union`` of
+    such graphs): the convolutions then aggregate by dense reductions instead of ``segment_sum``."""
 
     hidden: tuple = (128, 64)
     head: int = 64
 
     @nn.compact
-    def __call__(self, graph: jraph.GraphsTuple, edge_mask: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, graph: jraph.GraphsTuple, edge_mask: jnp.ndarray,
+                 layout: DenseLayout | None = None) -> jnp.ndarray:
         h = graph.nodes
         for width in self.hidden:
-            h = EdgeConv(width)(graph._replace(nodes=h), edge_mask)
+            h = EdgeConv(width)(graph._replace(nodes=h), edge_mask, layout)
         # Dense on [h_device || h_option || edge], split by blocks so the node parts run per node
         zd = nn.Dense(self.head, use_bias=False, name="head_device")(h)
         zo = nn.Dense(self.head, use_bias=False, name="head_option")(h)
