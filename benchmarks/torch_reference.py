@@ -1,4 +1,4 @@
-"""The MEC model of MODEL.md and one online-learning step of DROO and GRLE, in PyTorch.
+"""The MEC model of docs/model.md and one online-learning step of DROO and GRLE, in PyTorch.
 
 This is the reference the JAX code is timed against (``python -m benchmarks.throughput``), so it
 is written the way a careful PyTorch user would write it, not as a straw man. It holds NO JAX.
@@ -18,7 +18,7 @@ Two forms:
     agents' losses), the GCN aggregates with ``index_add``. Simulation runs under
     ``torch.no_grad()``.
 
-Both follow MODEL.md section 2 (times relative to the slot's generation instant g, as
+Both follow docs/model.md section 2 (times relative to the slot's generation instant g, as
 ``grle_jax.types`` does), both overdue rules, inactive devices and links that are down. A decision
 is one environment option ``m * E + e`` per device (-1 or an unreachable ES: the task fails).
 The networks and features are those of ``grle_jax.policies`` / ``grle_jax.graph``:
@@ -29,7 +29,7 @@ The networks and features are those of ``grle_jax.policies`` / ``grle_jax.graph`
   layers (128 then 64) that pass messages both ways along live edges (``W_h h`` once per node,
   gathered per edge, plus ``W_x x`` per edge; aggregated with ``index_add``), then the edge head
   relu(W_d h_dev + W_o h_opt + W_x x) -> 64 -> 1.
-The quantiser is MODEL.md's one-hot order-preserving one (candidate 1 = best option per device;
+The quantiser is docs/model.md's one-hot order-preserving one (candidate 1 = best option per device;
 candidate k moves one device, pairs by increasing score gap, equal gaps by the gap in logits, then
 the lower flat index).
 Learning: replay memory (ring of ``memory`` rows), every ``train_every`` slots one Adam step on a
@@ -77,7 +77,7 @@ def setup_threads(n: int | None = None) -> int:
 # ================================================================================================
 @dataclass(frozen=True)
 class MECParams:
-    """Every value of a run (MODEL.md defaults), plain Python numbers."""
+    """Every value of a run (docs/model.md defaults), plain Python numbers."""
 
     n: int = 14
     m: int = 2
@@ -141,7 +141,7 @@ def _sigmoid(x: float) -> float:
 # (a) One environment at a time: numpy sampling, a plain-Python FCFS queue
 # ================================================================================================
 def loop_slot_outcome(p: MECParams, radio0, es0, s, rate, phi, eps, L, has_task, option) -> dict:
-    """One slot of one environment (MODEL.md 2), times relative to g. Inputs are Python lists
+    """One slot of one environment (docs/model.md 2), times relative to g. Inputs are Python lists
     (``rate`` and ``L`` nested (N, M)). Returns per-device A, S, F (None where not served), ok,
     acc, served, the reward and the queues after the slot."""
     n_dev, E, D, n_opt, rho = p.n, len(p.acc), p.deadline_ms, p.m * len(p.acc), p.rho
@@ -412,7 +412,7 @@ def _loop_features(policy: str, p: MECParams, obs: dict, option_idx: list[int]):
 
 
 def loop_quantize(scores: np.ndarray, live: np.ndarray, k: int, logits: np.ndarray | None = None) -> list[list[int]]:
-    """MODEL.md's one-hot order-preserving quantiser on one (N, P) score array -> up to k
+    """docs/model.md's one-hot order-preserving quantiser on one (N, P) score array -> up to k
     candidates in policy option space (-1 for a device with no live option). Pairs by increasing
     score gap; equal gaps by the gap in logits when given (as grle_jax.quantize), then by index."""
     masked = np.where(live, scores, -np.inf)

@@ -1,4 +1,4 @@
-"""Learning configuration of the four online policies (MODEL.md section 5), split like the
+"""Learning configuration of the four online policies (docs/model.md section 5), split like the
 environment's: static sizes that fix the compiled program, dynamic values a sweep may ``vmap``.
 
 ``AgentConfig`` is what users write (CLI flags, sweep files). It splits into
@@ -38,7 +38,7 @@ INGREDIENTS = ("loss", "greedy_candidate", "samples", "critic_rounds", "lookahea
 VARIANTS = ("ours", "paper")
 LOSSES = ("softmax", "bce")
 # The ingredients each variant sets (docs/training.md, "Our GRLE"; docs/model.md section 5). "paper" is
-# MODEL.md section 5 exactly: independent sigmoids + binary cross-entropy, the order-preserving
+# docs/model.md section 5 exactly: independent sigmoids + binary cross-entropy, the order-preserving
 # quantiser's K candidates, one critic round, the per-slot reward. "ours" is what the ablation kept.
 VARIANT_DEFAULTS = {
     "paper": dict(loss="bce", greedy_candidate=False, samples=0, critic_rounds=1, lookahead=0.0),
@@ -81,7 +81,7 @@ class AgentConfig:
     loss: str | None = None  # "softmax": per-device softmax over live options + cross-entropy; "bce": eq. 16
     greedy_candidate: bool | None = None  # the critic also scores the sequential (greedy) decode's decision
     samples: int | None = None  # the critic also scores this many Gumbel-max samples of the actor's softmax
-    critic_rounds: int | None = None  # 1: MODEL.md's critic; more: our local-search extension (grle_jax.critic)
+    critic_rounds: int | None = None  # 1: the paper's critic; more: our local-search extension (grle_jax.critic)
     lookahead: float | None = None  # the critic's score: R - lookahead * ES backlog left past the next slot / D
     mlp_hidden: tuple[int, ...] = (120, 80)  # DROO / DROOE
     gcn_hidden: tuple[int, ...] = (128, 64)  # GRL / GRLE graph convolutions
@@ -209,7 +209,7 @@ class AgentConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(unknown[0], f"unknown agent field (known: {', '.join(sorted(known))})")
-        if "variant" not in d:  # written before variants existed: MODEL.md's learners, i.e. "paper"
+        if "variant" not in d:  # written before variants existed: the paper's learners, i.e. "paper"
             d = {**d, "variant": "paper"}
         return AgentConfig(**d)
 
@@ -230,8 +230,8 @@ class AgentStatic(NamedTuple):
     mlp_hidden: tuple = (120, 80)
     gcn_hidden: tuple = (128, 64)
     head_hidden: int = 64
-    critic_rounds: int = 1  # quantise-and-score rounds per slot (1: MODEL.md's critic)
-    loss: str = "bce"  # "bce" (MODEL.md eq. 16) or "softmax" (per-device softmax + cross-entropy)
+    critic_rounds: int = 1  # quantise-and-score rounds per slot (1: the paper's critic)
+    loss: str = "bce"  # "bce" (docs/model.md eq. 16) or "softmax" (per-device softmax + cross-entropy)
     greedy_candidate: bool = False  # the sequential decode's decision joins the critic's first round
     samples: int = 0  # Gumbel-max samples of the actor's softmax joining the first round
     lookahead: float = 0.0  # weight of the ES backlog left past the next slot in the critic's score

@@ -1,4 +1,4 @@
-"""Baseline policies (MODEL.md section 6) over the common policy interface.
+"""Baseline policies (docs/model.md section 6) over the common policy interface.
 
 A policy is ``act(key, static, params, obs) -> option`` with ``option`` (N,) int32, the option
 index ``m * E + e`` per device (-1 for a device with no task or no reachable ES). Policies read

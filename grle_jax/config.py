@@ -7,7 +7,7 @@
   ranges, probabilities, rho, the exit table). A ``flax.struct.dataclass`` of arrays, so a sweep
   over any of them is a ``vmap``.
 
-Scenario presets (MODEL.md section 4) fill the ``phi``, ``eps`` and ``csi`` ranges.
+Scenario presets (docs/model.md section 4) fill the ``phi``, ``eps`` and ``csi`` ranges.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .profile import DEFAULT_PROFILE, Profile
 
 OVERDUE_RULES = ("abort", "keep")
 
-# MODEL.md section 4: the four scenarios. Ranges are (low, high) of a uniform draw.
+# docs/model.md section 4: the four scenarios. Ranges are (low, high) of a uniform draw.
 SCENARIOS: dict[str, dict] = {
     "base": {"phi_range": (1.0, 1.0), "eps_range": (1.0, 1.0), "csi_range": (1.0, 1.0)},
     "capacity": {"phi_range": (0.25, 1.0), "eps_range": (1.0, 1.0), "csi_range": (1.0, 1.0)},
@@ -51,7 +51,7 @@ class Config:
     # --- static: shapes and code paths (changing one recompiles) ------------------------------
     devices: int = 14  # N
     servers: int = 2  # M
-    overdue: str = "abort"  # what an overdue task costs: 'abort' or 'keep' (MODEL.md 2, step 7)
+    overdue: str = "abort"  # what an overdue task costs: 'abort' or 'keep' (docs/model.md 2, step 7)
     # --- dynamic: environment (vmappable) -----------------------------------------------------
     scenario: str = "base"  # label of the preset the ranges came from
     slot_ms: float = 20.0  # T

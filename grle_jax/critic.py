@@ -1,7 +1,7 @@
-"""The critic (MODEL.md section 5): relaxed scores -> K candidates -> all scored -> the best.
+"""The critic (docs/model.md section 5): relaxed scores -> K candidates -> all scored -> the best.
 
 ``critic(...)`` is what every learning policy runs each slot. With ``rounds = 1`` (the default)
-it is exactly MODEL.md's critic: the K candidates of the order-preserving one-hot quantiser
+it is exactly the paper's critic: the K candidates of the order-preserving one-hot quantiser
 (``quantize``), scored in ONE vmapped call of ``dynamics.score``, the first best among the valid
 ones within the current K executed.
 

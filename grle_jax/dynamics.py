@@ -1,4 +1,4 @@
-"""Slot dynamics (MODEL.md section 2) as pure, vmappable JAX functions.
+"""Slot dynamics (docs/model.md section 2) as pure, vmappable JAX functions.
 
 A decision is one option index per device, ``option[n] = m * E + e`` (ES m, exit e); any value
 for a device without a task is ignored. A device whose chosen ES is unreachable (or whose option
@@ -7,7 +7,7 @@ transmission, no ES time, it costs ``rho``.
 
 How FCFS is computed: N steps each take the earliest-arriving task not yet served (ties to the
 lower device index) and serve it on its ES, carrying every ES's busy-until time: exactly the
-recurrence of MODEL.md section 2 (``S = max(A, es_free)``; ``abort`` drops a task whose S is at or
+recurrence of docs/model.md section 2 (``S = max(A, es_free)``; ``abort`` drops a task whose S is at or
 after the deadline and clips a running one at it). Under ``vmap`` each step is a few small
 batched operations. Measured alternatives on the CPU: a closed form with an N x N "who is ahead of
 whom" matrix moved about 45 KB of memory per environment-slot; a stable ``lax.sort`` of 14 tasks
@@ -102,7 +102,7 @@ def _kernel(static: EnvStatic, D, rho, c, acc, radio0, es0, s, rate, phi, eps, L
     # 2. FCFS per ES. One N x N comparison ranks the served tasks by arrival (ties to the lower
     # device index; tasks not served rank last). Then N steps serve positions 0..N-1 in order,
     # carrying every ES's busy-until time: step p picks the task of rank p with a masked sum (no
-    # argmin, no sort) and applies the recurrence of MODEL.md section 2 (``S = max(A, es_free)``;
+    # argmin, no sort) and applies the recurrence of docs/model.md section 2 (``S = max(A, es_free)``;
     # ``abort`` drops a task whose S is at or after the deadline and clips a running one at it).
     key = jnp.where(served, A, jnp.inf)
     rows = jnp.arange(n)[:, None]

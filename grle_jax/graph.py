@@ -1,4 +1,4 @@
-"""The fixed-shape device/option graph of GRL and GRLE (MODEL.md section 5).
+"""The fixed-shape device/option graph of GRL and GRLE (docs/model.md section 5).
 
 Nodes: the N devices (0..N-1), then the P options the policy offers (N..N+P-1), an option being
 an (ES, exit) pair. Directed edges device -> option for ALL N*P pairs, edge ``n * P + o``; a link

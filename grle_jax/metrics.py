@@ -1,4 +1,4 @@
-"""Metrics over a run (MODEL.md section 3).
+"""Metrics over a run (docs/model.md section 3).
 
 Per slot the scan records four counts (``slot_counts``); every metric over a run or a moving
 window is a ratio of sums of them, so they are exact however the run is chunked:

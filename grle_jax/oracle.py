@@ -1,4 +1,4 @@
-"""The exact per-slot oracle (MODEL.md section 6): the decision that maximises R on observed values.
+"""The exact per-slot oracle (docs/model.md section 6): the decision that maximises R on observed values.
 
 ``oracle_policy(key, static, params, obs)`` is an ordinary policy (pure, jit-able, vmap-able, no
 data-dependent control flow); ``oracle_decision`` also returns the optimum it found. The method and

@@ -12,7 +12,7 @@ JSON format (written by ``profiling.build_profile``, read by ``python -m train.g
     }
 
 ES ``m`` uses ``es_map[m]`` (device name or index, and a time scale factor) when the map is
-given, else device column ``m mod len(devices)`` with scale 1 (MODEL.md section 1). With more
+given, else device column ``m mod len(devices)`` with scale 1 (docs/model.md section 1). With more
 ES than ``es_map`` entries the map is cycled the same way.
 """
 
@@ -175,11 +175,11 @@ def _validate(p: Profile) -> None:
                 raise ConfigError(f"profile.devices[{i}].time_ms[{e}]", f"must be within float32's range, got {x}")
 
 
-# MODEL.md section 1: the paper's table (VGG-16 on CIFAR-10, exits 1, 3, 4, 7, 17).
+# docs/model.md section 1: the paper's table (VGG-16 on CIFAR-10, exits 1, 3, 4, 7, 17).
 DEFAULT_PROFILE = Profile(
     exits=(1, 3, 4, 7, 17),
     acc=(0.800, 0.850, 0.885, 0.905, 0.935),
     device_names=("RTX 2080 Ti", "GTX 1080 Ti"),
     time_ms=((0.36, 0.46, 0.54, 0.71, 1.26), (0.73, 0.89, 1.06, 1.40, 2.42)),
-    meta={"source": "GLOBECOM 2022 GRLE paper, Table (MODEL.md section 1)"},
+    meta={"source": "GLOBECOM 2022 GRLE paper, Table (docs/model.md section 1)"},
 )

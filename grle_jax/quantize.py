@@ -1,4 +1,4 @@
-"""The critic's order-preserving one-hot quantiser (MODEL.md section 5, eq. 15).
+"""The critic's order-preserving one-hot quantiser (docs/model.md section 5, eq. 15).
 
 From relaxed scores ``p[n, o]`` in [0, 1] over the policy's P options it builds candidate
 decisions with FIXED shapes, so K may be a dynamic (vmapped) value:
@@ -32,7 +32,7 @@ def quantize(scores: jnp.ndarray, live: jnp.ndarray, k_cap: int,
     ordered by their gap in logits before the index order. A saturated sigmoid rounds many
     scores to exactly 0 or 1, and the ties would otherwise always move the lowest-index device,
     a rule a permutation-equivariant network cannot learn from; the logit gap keeps the order the
-    network's own confidence gives. Where float32 gaps differ, the order is MODEL.md's exactly."""
+    network's own confidence gives. Where float32 gaps differ, the order is docs/model.md's exactly."""
     n, p = scores.shape
     has = jnp.any(live, axis=1)  # (N,)
     if base is None:

@@ -1,4 +1,4 @@
-"""Scenario sampling (MODEL.md sections 2 and 4): a pure function from a key to one slot's inputs."""
+"""Scenario sampling (docs/model.md sections 2 and 4): a pure function from a key to one slot's inputs."""
 
 from __future__ import annotations
 

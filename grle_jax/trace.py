@@ -1,8 +1,8 @@
-"""JSON Lines traces (MODEL.md section 7), written on the host from stacked scan records.
+"""JSON Lines traces (docs/model.md section 7), written on the host from stacked scan records.
 
 Inside the simulator times are float32 and relative to the slot; here they become absolute ms
 since the run began, in float64: ``g = t * slot_ms`` and ``absolute = g + relative``.
-A queue that is empty at g is written as g (MODEL.md allows g or the earlier time).
+A queue that is empty at g is written as g (docs/model.md allows g or the earlier time).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ class EnvState:
 
 @struct.dataclass
 class SlotInputs:
-    """One slot's random draw (MODEL.md section 2). True values and what the agent sees."""
+    """One slot's random draw (docs/model.md section 2). True values and what the agent sees."""
 
     s: jnp.ndarray  # (N,) task size, KB
     r: jnp.ndarray  # (N, M) true uplink rate, Mbps

@@ -6,7 +6,7 @@
     python -m profiling.build_profile --check results/profile.json
 
 ``--accuracy`` is the JSON of ``profiling.train_exits`` (exits and acc lists) or the word
-``paper``: the paper's accuracies of exits 1, 3, 4, 7 and 17 (MODEL.md section 1).
+``paper``: the paper's accuracies of exits 1, 3, 4, 7 and 17 (docs/model.md section 1).
 ``--timing`` is the JSON of ``profiling.time_exits``; the time of an exit on a device is the
 median of the batch ``--batch`` divided by that batch size (ms per image; batch 1 by default).
 
@@ -51,14 +51,14 @@ SELECTION_RULE = ("keep exits whose accuracy is strictly above every shallower e
 
 
 def paper_accuracy() -> dict[int, float]:
-    """MODEL.md section 1: the paper's accuracy of exits 1, 3, 4, 7 and 17 (VGG-16, CIFAR-10)."""
+    """docs/model.md section 1: the paper's accuracy of exits 1, 3, 4, 7 and 17 (VGG-16, CIFAR-10)."""
     return dict(zip(DEFAULT_PROFILE.exits, DEFAULT_PROFILE.acc))
 
 
 def read_accuracy(spec: str) -> tuple[dict[int, float], str]:
     """exit -> accuracy from ``--accuracy`` (a train_exits JSON or 'paper'), and a label of the source."""
     if spec == "paper":
-        return paper_accuracy(), "paper (MODEL.md section 1, VGG-16 on CIFAR-10)"
+        return paper_accuracy(), "paper (docs/model.md section 1, VGG-16 on CIFAR-10)"
     d = _cli.read_json(spec, "accuracy")
     if not isinstance(d, dict) or "exits" not in d or "acc" not in d:
         raise ConfigError("accuracy", f"{spec}: must be a JSON object with exits and acc lists "

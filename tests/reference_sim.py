@@ -1,18 +1,18 @@
-"""Plain-Python float64 twin of the MEC slot dynamics (MODEL.md sections 2, 3, 6 and 7).
+"""Plain-Python float64 twin of the MEC slot dynamics (docs/model.md sections 2, 3, 6 and 7).
 
 This module is the independent reference against which the JAX simulator in ``grle_jax`` is
 property-tested. It shares NO code with that package, needs neither JAX nor numpy, and works
 with Python floats (IEEE float64) and plain lists. It is written to be obviously correct, task
 by task, rather than fast.
 
-Conventions (MODEL.md):
+Conventions (docs/model.md):
   * sizes in KB, rates in Mbps, times in ms, so ``s * 8 / r`` is a time in ms;
   * all times are ABSOLUTE ms since the run began; slot t is generated at ``g = t * slot_ms``;
   * ``radio_free[n]`` / ``es_free[m]`` are the instants device n / ES m become free; at t = 0
     every queue is empty (0.0). A queue that emptied before g may hold any value <= g: only
     ``max(value, g)`` matters, and the checks below compare it that way.
 
-Choices made where MODEL.md leaves room (also listed in the test file's docstring):
+Choices made where docs/model.md leaves room (also listed in the test file's docstring):
   * A device HAS A TASK iff ``active[n] == 1``. The task is SERVED iff the chosen ES ``m[n]`` is a
     valid index with ``L[n][m[n]] == 1``. Every other active device (no link at all, ``m = -1`` or
     an unreachable ``m``) has a task that fails: no transmission (its radio state is unchanged),
@@ -61,7 +61,7 @@ def sigmoid(x: float) -> float:
 
 
 def _config_values(config: dict) -> tuple[float, float, str]:
-    """(D, rho, overdue) from a config; rho and overdue fall back to MODEL.md's defaults."""
+    """(D, rho, overdue) from a config; rho and overdue fall back to docs/model.md's defaults."""
     deadline = float(config["deadline_ms"])
     rho = float(config.get("rho", 0.0))
     overdue = config.get("overdue", "abort")
@@ -87,7 +87,7 @@ def _is_served(n: int, active, L, m, num_es: int) -> bool:
 # --------------------------------------------------------------------------------------------
 def _simulate_slot(config, acc, c, radio_free, es_free, g, s, r, phi, eps, L, active, m, e,
                    hint_A=None, hint_S=None, hint_tol=0.0) -> dict:
-    """One slot of MODEL.md section 2 from the given absolute queue state.
+    """One slot of docs/model.md section 2 from the given absolute queue state.
 
     ``hint_A`` / ``hint_S`` (optional, used only by check_trace) are another implementation's
     values of A and S. Where such a value is within ``hint_tol`` of ours it decides the two
@@ -181,7 +181,7 @@ def _simulate_slot(config, acc, c, radio_free, es_free, g, s, r, phi, eps, L, ac
 
 
 def score(config, acc, c, radio_free, es_free, g, s, r, phi, eps, L, active, m, e) -> dict:
-    """One slot from the given absolute queue state (MODEL.md section 2).
+    """One slot from the given absolute queue state (docs/model.md section 2).
 
     Returns a dict with A, S, F, latency (None for a device without a served task), ok (bool),
     acc (achieved accuracy, 0 if not ok), reward (eq. 9), radio_free_after, es_free_after, plus
@@ -235,7 +235,7 @@ def run_slots(config: dict, acc: list, c: list, slots: list) -> list:
 
 
 # --------------------------------------------------------------------------------------------
-# Baselines on observed values (MODEL.md section 6)
+# Baselines on observed values (docs/model.md section 6)
 # --------------------------------------------------------------------------------------------
 def _reachable(n, L, active, M):
     """Reachable ES of device n (empty if it has no task)."""
@@ -245,7 +245,7 @@ def _reachable(n, L, active, M):
 
 
 def greedy_decision(config, acc, c, radio_free, es_free, g, s, r_hat, phi, L, active):
-    """Greedy baseline (MODEL.md section 6) on observed values (r_hat, eps = 1).
+    """Greedy baseline (docs/model.md section 6) on observed values (r_hat, eps = 1).
 
     Devices with a task and a link are placed in order of their earliest possible arrival
     ``max(g, radio_free[n]) + s[n] * 8 / max_{reachable m} r_hat[n][m]`` (ties by device index).
@@ -318,7 +318,7 @@ def brute_force_best(config, acc, c, radio_free, es_free, g, s, r_hat, phi, L, a
 
 
 # --------------------------------------------------------------------------------------------
-# Trace checking (MODEL.md section 7)
+# Trace checking (docs/model.md section 7)
 # --------------------------------------------------------------------------------------------
 def _num(x):
     """A JSON number as float, or None for null."""

@@ -1,4 +1,4 @@
-"""Baselines (MODEL.md section 6) against the twin, and the run metrics (section 3)."""
+"""Baselines (docs/model.md section 6) against the twin, and the run metrics (section 3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The critic (grle_jax.critic): one round is MODEL.md's critic exactly; more rounds (our
+"""The critic (grle_jax.critic): one round is the paper's critic exactly; more rounds (our
 extension) hill-climb on the observed reward and end where no single-device move helps. Checked
 against plain loops over ``dynamics.evaluate`` (no quantiser involved)."""
 

@@ -1,4 +1,4 @@
-"""Actors (MODEL.md section 5): shapes, the masked loss, the GCN's permutation equivariance over
+"""Actors (docs/model.md section 5): shapes, the masked loss, the GCN's permutation equivariance over
 devices and its respect of masks, the fixed-shape graph."""
 
 import jax

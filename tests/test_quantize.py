@@ -1,4 +1,4 @@
-"""The critic's order-preserving one-hot quantiser (MODEL.md section 5): order, count,
+"""The critic's order-preserving one-hot quantiser (docs/model.md section 5): order, count,
 feasibility, K_max and ties."""
 
 import itertools
@@ -18,7 +18,7 @@ Q = jax.jit(quantize, static_argnums=(2,))
 
 
 def reference(scores, live, k_cap):
-    """Plain-Python version of MODEL.md section 5's rule."""
+    """Plain-Python version of docs/model.md section 5's rule."""
     n, p = scores.shape
     base = []
     for i in range(n):

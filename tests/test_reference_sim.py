@@ -1,11 +1,11 @@
 """Hand-computed cases that pin the plain-Python twin (tests/reference_sim.py) itself.
 
-Every expected number below was worked out by hand from MODEL.md section 2 with exactly
+Every expected number below was worked out by hand from docs/model.md section 2 with exactly
 representable inputs (e.g. 50 KB at 40 Mbps is 50 * 8 / 40 = 10 ms), so equality is exact unless
 a transcendental function is involved. Nothing here imports grle_jax: the twin shares no code
 with the package it checks.
 
-Conventions fixed by these tests (choices where MODEL.md leaves room):
+Conventions fixed by these tests (choices where docs/model.md leaves room):
   * an active device whose chosen ES is -1 or unreachable, or with no link at all, has a task that
     fails: no transmission, latency None, ok False, acc 0, and it costs rho;
   * abort rule: the drop test is S >= dl (a task reaching the head exactly at dl is dropped), and
@@ -336,7 +336,7 @@ def _trace_slots():
 
 
 def _write_trace(path, config, acc, c, slots, mutate=None):
-    """Write a MODEL.md section 7 trace from run_slots; ``mutate(lines)`` may corrupt it."""
+    """Write a docs/model.md section 7 trace from run_slots; ``mutate(lines)`` may corrupt it."""
     out = rs.run_slots(config, acc, c, slots)
     lines = [{"kind": "header", "config": config, "exits": [1, 17], "acc": acc, "c": c,
               "policy": "hand", "seed": 0}]

@@ -18,7 +18,7 @@ DATA = os.path.join(os.path.dirname(__file__), "data", "paper_records.npz")
 
 @pytest.mark.parametrize("policy", ["grle", "grl", "droo", "drooe"])
 def test_paper_variant_reproduces_the_records_before_the_change(policy):
-    # tests/data/paper_records.npz: written by the code at commit 05a3277 (MODEL.md's learners, before
+    # tests/data/paper_records.npz: written by the code at commit 05a3277 (the paper's learners, before
     # the variant existed) for these exact settings. Integers must match exactly; floats to 1e-6
     # relative (bit-identical on the machine that wrote them; a tolerance for other CPUs' XLA).
     ref = np.load(DATA)

@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     # outputs and running
     p.add_argument("--out", default=None, metavar="DIR",
                    help="results folder (default runs/<policy>-<scenario>-seed<seed>)")
-    p.add_argument("--trace", default=None, metavar="PATH", help="write a JSON Lines trace (MODEL.md section 7)")
+    p.add_argument("--trace", default=None, metavar="PATH", help="write a JSON Lines trace (docs/model.md section 7)")
     p.add_argument("--normalise", action="store_true", default=None,
                    help="also run the exact oracle every slot and report the normalised reward (eq. 17)")
     p.add_argument("--window", type=int, default=None, help="moving-average window in slots (default 50)")
@@ -297,7 +297,7 @@ def plan_from_args(args) -> Plan:
     _at_least("stop_after", args.stop_after, 1)
     normalise = bool(args.normalise)
     if normalise and cfg.rho != 0:
-        raise ConfigError("normalise", f"the normalised reward is defined for rho = 0 (MODEL.md 3), got rho = {cfg.rho}")
+        raise ConfigError("normalise", f"the normalised reward is defined for rho = 0 (docs/model.md 3), got rho = {cfg.rho}")
     profile = Profile.load(args.profile) if args.profile else DEFAULT_PROFILE
     if normalise or policy == "oracle":
         _need_oracle()

@@ -1,4 +1,4 @@
-"""Online training as one compiled ``lax.scan`` (MODEL.md section 5; issue 4, parts 2 and 3).
+"""Online training as one compiled ``lax.scan`` (docs/model.md section 5; issue 4, parts 2 and 3).
 
 Every slot, inside the scan: sample the slot, observe it, run the actor, quantise its scores into
 ``k_cap`` candidates, score them ALL in one vmapped call of ``dynamics.score`` (on observed
@@ -159,7 +159,7 @@ class Trainer:
             if ag.loss == "softmax":  # per-device softmax over the live options: scores sum to 1
                 q_logits = masked_log_softmax(logits, live)
                 scores = jnp.where(live, jnp.exp(q_logits), 0.0)
-            else:  # MODEL.md: independent sigmoids
+            else:  # docs/model.md: independent sigmoids
                 q_logits, scores = logits, jax.nn.sigmoid(logits)
             extra = []
             if ag.greedy_candidate:  # greedy's sequential decode (with the look-ahead score) over our options

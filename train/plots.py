@@ -198,7 +198,7 @@ def convergence_figure(path: str, series: list[dict], title: str, window: int,
         for i, s in enumerate(series):
             if s.get("loss") is not None:
                 draw(ax, s["loss"], s["colour"], s["label"], lo=0.0)
-        ax.set_ylabel("training loss\n(masked BCE)", fontsize=9)
+        ax.set_ylabel("training loss\n(nats)", fontsize=9)
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)

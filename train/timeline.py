@@ -1,7 +1,7 @@
 """Draw a trace as a timeline: ``python -m train.timeline TRACE.jsonl --slots A:B --out PNG``.
 
 Slots ``A`` to ``B - 1`` (Python's half-open range of the slot index ``t``) of a JSON Lines trace
-(MODEL.md section 7), on one time axis in ms since the run began:
+(docs/model.md section 7), on one time axis in ms since the run began:
 - per ES a Gantt row: each task waits in the queue from its arrival ``A`` to the head of the queue
   ``S`` (thin hatched bar) and computes from ``S`` to ``F`` (full bar, coloured by its exit);
   under ``overdue = abort`` computing is cut at the slot's deadline and a task that reaches the
@@ -61,7 +61,7 @@ def load(path: str) -> tuple[dict, list[dict]]:
 
             raise ConfigError("trace", f"{path}: non-empty line {i + 1} is a JSON {json_kind(r)}, not an object")
     if not rows or rows[0].get("kind") != "header":
-        raise ConfigError("trace", f"{path} has no header line (MODEL.md section 7)")
+        raise ConfigError("trace", f"{path} has no header line (docs/model.md section 7)")
     head, slots = rows[0], [r for r in rows[1:] if r.get("kind") == "slot"]
     for k in ("config", "acc", "c"):
         if k not in head:

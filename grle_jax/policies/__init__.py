@@ -1,4 +1,4 @@
-"""The four learning actors behind one interface (MODEL.md section 5).
+"""The four learning actors behind one interface (docs/model.md section 5).
 
 ``make_actor(env_static, agent_static)`` returns an ``Actor`` whose ``init(key, obs, params)``
 gives the network's variables and whose ``apply(variables, obs, params)`` gives (N, P) logits,
@@ -102,7 +102,7 @@ def make_actor(env: EnvStatic, agent: AgentStatic) -> Actor:
 
 def masked_bce(logits: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
     """Mean binary cross-entropy between ``sigmoid(logits)`` and the one-hot ``target`` over the
-    entries where ``mask`` is true (MODEL.md eq. 16: reachable options of stored slots only).
+    entries where ``mask`` is true (docs/model.md eq. 16: reachable options of stored slots only).
     0 when nothing is masked in."""
     import jax.numpy as jnp
     import optax

@@ -1,6 +1,6 @@
 """GRL / GRLE actor: a two-layer graph convolution over the fixed-shape device/option graph
 (``grle_jax.graph``), then an MLP per edge on [h_device || h_option || edge features] and a sigmoid
-(MODEL.md section 5).
+(docs/model.md section 5).
 
 One convolution (``EdgeConv``) updates every node from itself and from its neighbours along live
 edges, in both directions (option -> device as well as device -> option, so after two layers a

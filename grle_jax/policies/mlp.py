@@ -1,4 +1,4 @@
-"""DROO / DROOE actor: an MLP on the normalised estimated rates (MODEL.md section 5).
+"""DROO / DROOE actor: an MLP on the normalised estimated rates (docs/model.md section 5).
 
 Input: ``r_hat[n, m] / rate_hi`` for the N*M (device, ES) pairs, 0 where the link is down. Hidden
 layers 120 and 80 (ReLU), as DROO's own code; one logit per (device, option), a sigmoid making the
