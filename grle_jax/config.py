@@ -211,13 +211,6 @@ class EnvParams:
         )
 
 
-def stack_params(params: list[EnvParams]) -> EnvParams:
-    """Stack several EnvParams along a new leading axis (for a vmapped sweep)."""
-    import jax
-
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *params)
-
-
 # --- validation helpers --------------------------------------------------------------------------
 def _is_num(x) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)

@@ -195,12 +195,6 @@ def reachable(static: EnvStatic, L: jnp.ndarray) -> jnp.ndarray:
     return jnp.repeat(L, static.e, axis=-1)
 
 
-def split_option(static: EnvStatic, option: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Option index -> (ES index, exit index); -1 stays -1 in both."""
-    none = option < 0
-    return jnp.where(none, -1, option // static.e), jnp.where(none, -1, option % static.e)
-
-
 def carry_over(params: EnvParams, out: Outcome) -> jnp.ndarray:
     """() ms of ES time a decision leaves past the next slot's generation instant, summed over the
     ES: ``sum_m max(es_after[m] - T, 0)``, the backlog the next slot inherits (``advance``)."""

@@ -92,13 +92,9 @@ def check_output(path, field: str = "out", is_dir: bool = False) -> None:
     d = os.path.abspath(path) if is_dir else parent
     while not os.path.isdir(d):
         d = os.path.dirname(d)
-    probe = os.path.join(d, f".probe-{os.getpid()}")
-    try:
-        with open(probe, "w") as f:
-            f.write("probe\n")
-        os.remove(probe)
-    except OSError as err:
-        raise ConfigError(field, f"cannot write in {d} ({err.strerror or err})") from None
+    from train.rundir import probe_writable
+
+    probe_writable(field, d)
 
 
 def write_json(path: str, data, field: str = "out") -> None:

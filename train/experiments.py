@@ -785,7 +785,9 @@ def plot_sweep(folder: str, exp: str, cells: list[dict], plan: Plan) -> list[str
                      f"{seeds_text}", fontsize=10)
         fig.tight_layout(rect=(0, 0, 1, 0.97))
         path = os.path.join(folder, f"{exp}_{od}.png")
-        fig.savefig(path, dpi=80, bbox_inches="tight")
+        from .outputs import save_figure
+
+        save_figure(fig, path, dpi=80, bbox_inches="tight")
         plt.close(fig)
         paths.append(path)
     return paths

@@ -23,7 +23,6 @@ baselines get seeds, sweeps and sharding for free.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, Callable
 
 import jax
@@ -306,7 +305,3 @@ def make_train(cfg: Config, agent: AgentConfig, slots: int, profile: Profile = D
     """PureJaxRL's shape: ``make_train(config) -> train(key[, hyper])``. ``jax.vmap(train)`` over
     keys and hyper leaves trains many agents at once (``train.sweep`` does that, with sharding)."""
     return TrainFn(make_trainer(cfg, agent, profile, normalise, **caps), make_hyper(cfg, agent, profile), slots)
-
-
-def records_to_numpy(rec: dict) -> dict:
-    return {k: np.asarray(v) for k, v in rec.items()}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import importlib.metadata
 import json
 import os
@@ -10,7 +9,6 @@ import platform
 
 import numpy as np
 
-from grle_jax.metrics import moving, summarise
 
 PACKAGES = ("grle_jax", "jax", "jaxlib", "flax", "optax", "jraph", "chex", "orbax-checkpoint", "numpy", "matplotlib")
 
@@ -66,40 +64,10 @@ def _jsonable(x):
     return x
 
 
-def write_metrics_csv(path: str, counts: dict, slot_ms: float, window: int = 50, extra: dict | None = None) -> None:
-    """One row per slot (of one run): the slot's own figures and the trailing-window metrics.
-    ``extra`` adds per-slot columns (name -> array over slots)."""
-    mv = moving(counts, slot_ms, window)
-    n = len(np.asarray(counts["tasks"]))
-    cols = {
-        "slot": np.arange(n),
-        "reward": np.asarray(counts["reward"], np.float64),
-        "tasks": np.asarray(counts["tasks"], np.float64),
-        "on_time": np.asarray(counts["on_time"], np.float64),
-        "acc_sum": np.asarray(counts["acc_sum"], np.float64),
-    }
-    if "reward_observed" in counts:
-        cols["reward_observed"] = np.asarray(counts["reward_observed"], np.float64)
-    for k, v in mv.items():
-        cols[f"{k}_ma{window}"] = v
-    for k, v in (extra or {}).items():
-        cols[k] = np.asarray(v)
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(list(cols))
-        for i in range(n):
-            w.writerow([_cell(cols[k][i]) for k in cols])
+def save_figure(fig, path: str, **kwargs) -> None:
+    """``fig.savefig`` to a temporary name beside ``path``, then renamed into place: a killed run
+    never leaves a half-written figure (docs/reliability.md)."""
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.tmp-{os.getpid()}{ext}"
+    fig.savefig(tmp, **kwargs)
     os.replace(tmp, path)
-
-
-def _cell(v):
-    if isinstance(v, (np.integer, int)):
-        return int(v)
-    v = float(v)
-    return "" if v != v else repr(v)
-
-
-def run_summary(counts: dict, slot_ms: float) -> dict:
-    s = summarise(counts, slot_ms)
-    return {k: (float(v) if np.ndim(v) == 0 else v) for k, v in s.items()}

@@ -28,6 +28,9 @@ import warnings
 
 import numpy as np
 
+from grle_jax.stats import ci95
+from train.outputs import save_figure
+
 MIN_CI_SEEDS = 3  # below this, figures draw every seed and tables give min-max instead of a t-interval
 REF_STYLE = {"greedy": ("tab:orange", "--"), "random": ("tab:gray", ":"), "oracle": ("black", "-.")}
 REF_LABEL = {"greedy": "greedy, same draws", "random": "random, same draws",
@@ -35,24 +38,6 @@ REF_LABEL = {"greedy": "greedy, same draws", "random": "random, same draws",
 
 
 # --- intervals ---------------------------------------------------------------------------------------
-def ci95(x, axis: int = 0) -> np.ndarray:
-    """Half-width of the 95 % confidence interval of the mean (Student t), NaN ignored; 0 for one
-    value. The same as ``train.sweep.ci95``, without importing JAX (``train.plots`` starts fast)."""
-    x = np.asarray(x, np.float64)
-    n = np.sum(np.isfinite(x), axis=axis)
-    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        sd = np.nanstd(x, axis=axis, ddof=1) if x.shape[axis] > 1 else np.zeros(np.delete(x.shape, axis))
-    try:
-        from scipy.stats import t as student
-
-        q = np.where(n > 1, student.ppf(0.975, np.maximum(n - 1, 1)), 0.0)
-    except ImportError:  # pragma: no cover
-        q = np.where(n > 1, 1.96, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 1, q * sd / np.sqrt(np.maximum(n, 1)), 0.0)
-
-
 def moving_mean(x, window: int) -> np.ndarray:
     """Trailing mean over the last ``window`` slots along the last axis, NaN left out (as
     ``grle_jax.metrics.moving_mean``, in numpy only)."""
@@ -204,7 +189,7 @@ def convergence_figure(path: str, series: list[dict], title: str, window: int,
     axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     axes[-1].set_xlabel("time slot")
     fig.tight_layout()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return ["reward"] + ["normalised reward"] * has_norm + ["loss"] * has_loss
 

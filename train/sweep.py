@@ -360,28 +360,5 @@ def concat_records(parts: list[dict]) -> dict:
     return {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
 
 
-# --- summaries over runs -------------------------------------------------------------------------------
-def ci95(x, axis: int = 0) -> np.ndarray:
-    """Half-width of the 95 % confidence interval of the mean (Student t), NaN ignored; 0 for one value."""
-    import warnings
-
-    x = np.asarray(x, np.float64)
-    n = np.sum(np.isfinite(x), axis=axis)
-    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        sd = np.nanstd(x, axis=axis, ddof=1) if x.shape[axis] > 1 else np.zeros(np.delete(x.shape, axis))
-    try:
-        from scipy.stats import t as student
-
-        q = np.where(n > 1, student.ppf(0.975, np.maximum(n - 1, 1)), 0.0)
-    except ImportError:  # pragma: no cover
-        q = np.where(n > 1, 1.96, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 1, q * sd / np.sqrt(np.maximum(n, 1)), 0.0)
-
-
-def mean_ci(values) -> dict:
-    v = np.asarray(values, np.float64)
-    mean = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
-    return {"mean": mean, "ci95": float(ci95(v[:, None], axis=0)[0]), "n": int(np.isfinite(v).sum()),
-            "values": [float(x) for x in v]}
+# --- summaries over runs: grle_jax.stats (re-exported here for callers of train.sweep) -------------
+from grle_jax.stats import ci95, mean_ci  # noqa: E402,F401

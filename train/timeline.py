@@ -252,7 +252,9 @@ def main(argv=None) -> int:
         return 2
     import matplotlib.pyplot as plt
 
-    fig.savefig(out, dpi=90)
+    from .outputs import save_figure
+
+    save_figure(fig, out, dpi=90)
     plt.close(fig)
     print(f"slots {a} to {b - 1} -> {out}")
     return 0
