@@ -38,8 +38,11 @@ def test_sharded_equals_unsharded(tmp_path):
         rs = build_runs(CFG, AGENT, seeds=5, seed=10)
         a_state, a = run_batched(Executor(rs, shard=True), 40, chunk=40)
         b_state, b = run_batched(Executor(rs, shard=False), 40, chunk=40)
-        for k in a:
-            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        for k in a:  # the loss may move by an ulp: the GCN's dense matmuls sum per batch size
+            if k == "loss":
+                np.testing.assert_allclose(a[k], b[k], rtol=1e-6, err_msg=k)
+            else:
+                np.testing.assert_array_equal(a[k], b[k], err_msg=k)
         assert a["reward"].shape == (5, 40)
         sharding = jax.tree_util.tree_leaves(a_state)[0].sharding
         assert len(sharding.device_set) == 4, sharding
@@ -95,5 +98,8 @@ def test_two_processes_equal_one(tmp_path):
     _, ref = run_batched(Executor(rs, shard=False), 100, chunk=50)
     got = np.load(out)
     assert set(got.files) == set(ref)
-    for k in ref:
-        np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
+    for k in ref:  # decisions and rewards exact; the loss within an ulp (dense matmuls, other batch size)
+        if k == "loss":
+            np.testing.assert_allclose(got[k], ref[k], rtol=1e-6, err_msg=k)
+        else:
+            np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
