@@ -56,6 +56,8 @@ from grle_jax.policies import gumbel_samples, masked_log_softmax, masked_softmax
 from grle_jax.scenario import observe, reset, sample  # noqa: E402
 
 N, M, E = 6, 2, 5
+_greedy = jax.jit(greedy_policy, static_argnums=1)  # compiled once: the eager loop is slow on 2 cores
+_decode = jax.jit(sequential_decode, static_argnums=(0, 4))
 
 
 def _slot(seed, p_link=0.7, p_active=0.85, scenario="csi"):
@@ -119,7 +121,7 @@ def test_samples_and_sequential_decode_only_take_live_options(seed):
         idx = jnp.asarray(option_index(policy, static))
         live_p = np.asarray(jnp.repeat(obs.L, E, axis=1)[:, idx] & obs.active[:, None])
         for look in (None, 0.0, 5.0):
-            d = np.asarray(sequential_decode(static, params, obs, idx, look))
+            d = np.asarray(_decode(static, params, obs, idx, look))
             for n in range(N):
                 assert (d[n] == -1) if not live_p[n].any() else live_p[n][d[n]]
 
@@ -128,17 +130,17 @@ def test_samples_and_sequential_decode_only_take_live_options(seed):
 def test_sequential_decode_without_lookahead_is_greedy(seed):
     static, params, obs, _, _ = _slot(seed)
     every = jnp.arange(static.options, dtype=jnp.int32)
-    a = np.asarray(sequential_decode(static, params, obs, every, None))
-    b = np.asarray(greedy_policy(None, static, params, obs))
+    a = np.asarray(_decode(static, params, obs, every, None))
+    b = np.asarray(_greedy(None, static, params, obs))
     np.testing.assert_array_equal(a, b)
     # a look-ahead of 0 scores exactly R: the same decisions
-    np.testing.assert_array_equal(np.asarray(sequential_decode(static, params, obs, every, 0.0)), b)
+    np.testing.assert_array_equal(np.asarray(_decode(static, params, obs, every, 0.0)), b)
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_lookahead_score_by_hand(seed):
     static, params, obs, live, logits = _slot(seed, scenario="capacity")
-    d = jnp.asarray(greedy_policy(None, static, params, obs))
+    d = jnp.asarray(_greedy(None, static, params, obs))
     out = evaluate(static, params, obs, d)
     T, D = float(params.slot_ms), float(params.deadline_ms)
     carry = sum(max(float(x) - T, 0.0) for x in np.asarray(out.es_after))
@@ -155,7 +157,7 @@ def test_critic_extra_candidates_never_lower_and_win_when_better(seed):
         return score(static, params, obs, c)
 
     base = critic(jax.nn.sigmoid(logits), logits, live, jnp.asarray(4), 4, 1, score_fn)
-    g = greedy_policy(None, static, params, obs)
+    g = _greedy(None, static, params, obs)
     more = critic(jax.nn.sigmoid(logits), logits, live, jnp.asarray(4), 4, 1, score_fn, g[None])
     rg = float(score(static, params, obs, g))
     assert float(more.reward) >= float(base.reward)
@@ -181,11 +183,11 @@ def test_ours_chunks_leave_no_trace():
     from train.sweep import Executor, build_runs, run_batched
 
     cfg = Config.for_scenario("capacity", devices=3)
-    agent = AgentConfig(policy="grle", k=4, train_every=5, batch=8, memory=32, samples=2)
+    agent = AgentConfig(policy="grl", k=2, train_every=5, batch=8, memory=32, samples=2)
     rs = build_runs(cfg, agent, seeds=2, seed=0)
     ex = Executor(rs, shard=False)
-    _, whole = run_batched(ex, 40, chunk=40)
-    _, parts = run_batched(ex, 40, chunk=15)
+    _, whole = run_batched(ex, 30, chunk=30)
+    _, parts = run_batched(ex, 30, chunk=15)
     for k in whole:
         np.testing.assert_array_equal(whole[k], parts[k], err_msg=k)
     assert (whole["k_pos"] >= 1).all() and (whole["k_pos"] <= whole["k"]).all()
