@@ -34,11 +34,12 @@ def run_policy(policy: str, scenarios: list[str], slots: int, seeds: int, chunk:
                agent_overrides: dict, full_oracle: bool = False) -> tuple[dict, list[dict], float]:
     from grle_jax.agent import AgentConfig
     from grle_jax.config import Config
+    from grle_jax.metrics import final_window
     from train.progress import Progress
     from train.sweep import Executor, build_runs, run_batched
 
     agent = AgentConfig(policy=policy, **(agent_overrides if policy in POLICIES else {}))
-    final = max(50, slots // 10)
+    final = final_window(slots)
     rs = build_runs(Config(), agent, seeds=seeds, seed=0, grid={"scenario": scenarios}, normalise=True,
                     normalise_from=0 if full_oracle else slots - final)
     ex = Executor(rs)

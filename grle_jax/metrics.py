@@ -18,6 +18,18 @@ from .types import Outcome
 
 COUNT_KEYS = ("tasks", "on_time", "acc_sum", "reward")
 
+FINAL_FRACTION = 0.1  # "final" metrics: the last 10 % of the slots ...
+FINAL_MIN = 50  # ... and at least 50 slots (all of a shorter run)
+FINAL_WINDOW_TEXT = "the last 10 % of the slots, at least 50 (all of a shorter run)"
+
+
+def final_window(slots: int) -> int:
+    """The number of slots every ``final_*`` metric is computed over, in every command
+    (train.grle, train.experiments, benchmarks.policy_quality, train.plots): the last 10 % of a
+    run's slots, at least 50 (all of a run shorter than 50)."""
+    slots = int(slots)
+    return max(min(FINAL_MIN, slots), slots // 10)
+
 
 def slot_counts(out: Outcome) -> dict:
     """The per-slot sums every metric is built from (jnp scalars; works under vmap/scan)."""

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from grle_jax.agent import ALL_POLICIES, LEARNING_POLICIES, AgentConfig
+from grle_jax.metrics import FINAL_WINDOW_TEXT, final_window  # "final" metrics: one definition, every command
 from grle_jax.config import FLOAT32_MAX, INT32_MAX, OVERDUE_RULES, SCENARIOS, Config, check_int
 from grle_jax.errors import ConfigError
 
@@ -61,11 +62,10 @@ QUICK = {"n_values": (4, 10), "seeds": 2, "slots": 500}
 DEFAULT_SEEDS = 5
 DEFAULT_SLOTS = 10_000
 WINDOW = 50  # moving-average window (slots) of the convergence curves
-FINAL_FRACTION = 0.2  # "final" metrics: the last 20 % of the slots (after most of the learning)
 
 METRICS = ("ssp", "avg_accuracy", "throughput_per_s", "throughput_per_slot", "mean_reward")
 SWEEP_COLUMNS = (["experiment", "scenario", "policy", "T_ms", "N", "seed", "overdue", "slots", "tasks"]
-                 + list(METRICS) + [f"final_{k}" for k in METRICS] + ["final_loss", "cell_wall_s"])
+                 + ["final_slots"] + list(METRICS) + [f"final_{k}" for k in METRICS] + ["final_loss", "cell_wall_s"])
 CONV_COLUMNS = ["experiment", "scenario", "policy", "T_ms", "N", "seed", "overdue", "slot", "reward",
                 f"reward_ma{WINDOW}", f"normalised_reward_ma{WINDOW}", "loss",
                 # references on the same draws (train/references.py): reward moving averages
@@ -405,21 +405,18 @@ def run_cell(cell: Cell, seeds: int, slots: int, chunk: int, normalise: bool = F
     return recs, time.perf_counter() - t0
 
 
-def final_slots(slots: int) -> int:
-    return max(1, int(round(slots * FINAL_FRACTION)))
-
-
 def sweep_rows(cell: Cell, recs: dict, wall: float) -> list[dict]:
     from grle_jax.metrics import summarise
 
     counts = {k: recs[k] for k in ("tasks", "on_time", "acc_sum", "reward")}
     S = recs["tasks"].shape[1]
     whole = summarise(counts, cell.t_ms)
-    fin = summarise({k: v[:, -final_slots(S):] for k, v in counts.items()}, cell.t_ms)
+    fin = summarise({k: v[:, -final_window(S):] for k, v in counts.items()}, cell.t_ms)
     rows = []
     for r in range(recs["tasks"].shape[0]):
         row = {"experiment": cell.experiment, "scenario": cell.scenario, "policy": cell.policy, "T_ms": cell.t_ms,
-               "N": cell.n, "seed": r, "overdue": cell.overdue, "slots": S, "tasks": float(whole["tasks"][r])}
+               "N": cell.n, "seed": r, "overdue": cell.overdue, "slots": S, "tasks": float(whole["tasks"][r]),
+               "final_slots": final_window(S)}
         for k in METRICS:
             row[k] = float(whole[k][r])
             row[f"final_{k}"] = float(fin[k][r])
@@ -503,7 +500,9 @@ def cell_done(path: str, seeds: int, slots: int, convergence: bool) -> bool:
     if convergence:
         ok = all(int(r["slot"]) < slots for r in rows) and len(rows) == seeds * slots
     else:
-        ok = len(rows) == seeds and all(int(r["slots"]) == slots for r in rows)
+        # cells written before the final window was one definition (no final_slots) are run again
+        ok = len(rows) == seeds and all(int(r["slots"]) == slots and float(r.get("final_slots") or "nan") == final_window(slots)
+                                        for r in rows)
     return ok and {int(r["seed"]) for r in rows} == set(range(seeds))
 
 
@@ -567,7 +566,7 @@ def write_experiment(plan: Plan, exp: str, timing: dict) -> dict:
         "critic_rounds": plan.critic_rounds, "variant": plan.variant,
         "n_values": [CONVERGENCE_N] if conv else list(plan.n_values),
         "t_values": [CONVERGENCE_T] if conv else list(plan.t_values),
-        "final_fraction": FINAL_FRACTION, "window": WINDOW, "device": device_kind(),
+        "final_window": final_window(plan.slots), "final_window_rule": FINAL_WINDOW_TEXT, "window": WINDOW, "device": device_kind(),
         "cells_total": len(cells), "cells_done": len({(r["policy"], r["T_ms"], r["N"], r["overdue"]) for r in rows}),
         "timing": timing, "cells": summarise_rows(rows, exp),
     }
@@ -781,7 +780,7 @@ def plot_sweep(folder: str, exp: str, cells: list[dict], plan: Plan) -> list[str
         spread = ("band: 95 % CI of the mean" if n_seeds >= MIN_CI_SEEDS
                   else "bars: min-max of the seeds" if n_seeds == 2 else "one seed")
         seeds_text = f"mean of {n_seeds} seeds, {spread}" if n_seeds > 1 else "one seed"
-        fig.suptitle(f"{exp}: scenario {scen}, overdue = {od}; last {FINAL_FRACTION:.0%} of {plan.slots} slots, "
+        fig.suptitle(f"{exp}: scenario {scen}, overdue = {od}; last {final_window(plan.slots)} of {plan.slots} slots, "
                      f"{seeds_text}", fontsize=10)
         fig.tight_layout(rect=(0, 0, 1, 0.97))
         path = os.path.join(folder, f"{exp}_{od}.png")

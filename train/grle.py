@@ -588,7 +588,7 @@ def per_run_metrics(recs: dict, slot_ms: float, window: int, normalise: bool) ->
     """(per-slot columns (R, S), per-run summary values (R,)) from the records."""
     import numpy as np
 
-    from grle_jax.metrics import moving, moving_mean, normalised_reward, summarise
+    from grle_jax.metrics import final_window, moving, moving_mean, normalised_reward, summarise
 
     counts = {k: recs[k] for k in ("tasks", "on_time", "acc_sum", "reward")}
     S = recs["reward"].shape[1]
@@ -599,7 +599,7 @@ def per_run_metrics(recs: dict, slot_ms: float, window: int, normalise: bool) ->
     for k, v in moving(counts, slot_ms, window).items():
         cols[f"{k}_ma{window}"] = v
     summ = dict(summarise(counts, slot_ms))
-    final = max(window, S // 10)
+    final = final_window(S)
     fin = summarise({k: v[:, -final:] for k, v in counts.items()}, slot_ms)
     for k in ("ssp", "avg_accuracy", "throughput_per_s", "throughput_per_slot", "mean_reward"):
         summ[f"final_{k}"] = fin[k]
