@@ -10,7 +10,7 @@ scenario sampler with random radio and ES backlogs):
 - scan:   ``jit(lax.scan(oracle))`` over ``--batch`` observations one after another (as in the
           simulator's scan), time / batch.
 (Batches of 4 where M^N or 2^N exceeds 65,536, to bound memory.)
-Then, at N = 14, M = 2, what ``--normalise`` costs inside the real rollout: ``rollout.run_chunk``
+Then, at N = 14, M = 2, what ``--normalise`` costs inside the real runner: ``train.loop.Trainer``
 with the random policy for ``--rollout`` slots, with and without the oracle as reference.
 
 Brax recipe: the first call compiles and is reported apart, then ``--reps`` timed calls with
@@ -22,17 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from grle_jax.config import Config
-from grle_jax.oracle import MAX_ASSIGNMENTS, MAX_MULTISETS, MAX_SUBSETS, oracle_decision, oracle_policy, oracle_sizes
+from grle_jax.oracle import MAX_ASSIGNMENTS, MAX_MULTISETS, MAX_SUBSETS, oracle_decision, oracle_sizes
 from grle_jax.scenario import observe, reset, sample
 
 
@@ -90,16 +88,20 @@ def bench_size(n: int, m: int, reps: int, batch: int) -> dict:
 
 
 def bench_rollout(slots: int, reps: int) -> dict:
-    from grle_jax.baselines import random_policy
-    from grle_jax.rollout import run_chunk
+    from grle_jax.agent import AgentConfig
+    from train.loop import make_hyper, make_trainer
 
     cfg = Config.for_scenario("csi")
-    static, params = cfg.static(), cfg.params()
+    agent = AgentConfig(policy="random")
+    hyper = make_hyper(cfg, agent)
     key = jax.random.key(0)
     out = {"N": 14, "M": 2, "slots": slots}
-    for name, ref in (("plain", None), ("normalise", oracle_policy)):
+    for name, normalise in (("plain", False), ("normalise", True)):
+        trainer = make_trainer(cfg, agent, normalise=normalise)  # the one runner of every policy
+        run = jax.jit(trainer.train, static_argnums=(2,))
+
         def go():
-            return run_chunk(static, random_policy, key, params, slots, False, reset(static), ref)[1]["reward_observed"]
+            return run(key, hyper, slots)[1]["reward_observed"]
 
         c, t = timed(go, reps=max(2, reps // 3))
         out[f"{name}_compile_s"], out[f"{name}_ms_per_slot"] = c, 1e3 * t / slots

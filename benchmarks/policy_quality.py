@@ -17,7 +17,6 @@ SSP, accuracy and throughput are ratios of sums over those slots.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

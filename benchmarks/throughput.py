@@ -113,8 +113,7 @@ class JaxSide:
 
         from grle_jax.baselines import random_policy
         from grle_jax.dynamics import step
-        from grle_jax.rollout import slot_keys
-        from grle_jax.scenario import observe, reset, sample
+        from grle_jax.scenario import observe, reset, sample, slot_keys
 
         static, params = self.static, self.params
 

@@ -9,6 +9,14 @@ from .config import EnvParams, EnvStatic
 from .types import EnvState, Observation, SlotInputs
 
 
+def slot_keys(run_key: jax.Array, t: jnp.ndarray) -> tuple[jax.Array, jax.Array]:
+    """(sampling key, policy key) of slot ``t`` of the run with key ``run_key``: they depend on the
+    slot index only, so a run cut into chunks (a progress bar, checkpoints, a resume) draws exactly
+    what an uninterrupted run draws, and every policy run with one seed sees the same draws."""
+    ks, kp = jax.random.split(jax.random.fold_in(run_key, t))
+    return ks, kp
+
+
 def reset(static: EnvStatic) -> EnvState:
     """Empty queues at t = 0. The topology is drawn by the first ``sample`` (t % every == 0)."""
     return EnvState(

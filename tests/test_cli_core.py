@@ -4,7 +4,6 @@ clear line with exit status 2 for every kind of bad input, with nothing already 
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys

@@ -28,7 +28,7 @@ from grle_jax.config import Config, EnvParams, EnvStatic
 from grle_jax.dynamics import evaluate, score, step
 from grle_jax.profile import Profile
 from grle_jax.scenario import observe, reset, sample
-from grle_jax.types import EnvState, SlotInputs
+from grle_jax.types import SlotInputs
 
 SHAPES = [(1, 1), (3, 2), (5, 3), (6, 2)]  # (N, M): few shapes, so few compilations
 E = 3

@@ -176,7 +176,7 @@ def test_build_profile_chooses_among_timed_exits(tmp_path, capsys):
 
 def test_numpy_helpers_match_the_jax_ones():
     from grle_jax.metrics import moving_mean
-    from train.sweep import ci95
+    from grle_jax.stats import ci95
 
     x = np.random.default_rng(0).normal(size=(3, 120))
     x[1, 40:55] = np.nan

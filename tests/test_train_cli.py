@@ -9,8 +9,6 @@ import csv
 import json
 import os
 
-import numpy as np
-import pytest
 
 from train.grle import default_out, main
 from grle_jax.config import Config

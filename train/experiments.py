@@ -45,9 +45,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from grle_jax.agent import ALL_POLICIES, LEARNING_POLICIES, AgentConfig
-from grle_jax.metrics import FINAL_WINDOW_TEXT, final_window  # "final" metrics: one definition, every command
 from grle_jax.config import FLOAT32_MAX, INT32_MAX, OVERDUE_RULES, SCENARIOS, Config, check_int
 from grle_jax.errors import ConfigError
+from grle_jax.metrics import FINAL_WINDOW_TEXT, final_window  # "final" metrics: one definition, every command
 
 SWEEPS = {"devices": "base", "capacity": "capacity", "inference": "inference", "csi": "csi"}
 EXPERIMENTS = ("convergence",) + tuple(SWEEPS)
@@ -518,7 +518,7 @@ def collect(folder: str, exp: str, cells: list[Cell]) -> list[dict]:
 # --- summaries -------------------------------------------------------------------------------------------
 def summarise_rows(rows: list[dict], exp: str) -> list[dict]:
     """Mean and 95 % interval over seeds of every metric, per cell."""
-    from .sweep import mean_ci
+    from grle_jax.stats import mean_ci
 
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -754,7 +754,7 @@ def plot_sweep(folder: str, exp: str, cells: list[dict], plan: Plan) -> list[str
                     top = 1.0 if metric in ("avg_accuracy", "ssp") else np.inf
                     n_seeds = min(int(np.isfinite(v).sum()) for v in per)
                     if n_seeds >= MIN_CI_SEEDS:
-                        from .sweep import ci95
+                        from grle_jax.stats import ci95
 
                         h = np.array([ci95(v[:, None], axis=0)[0] for v in per])
                         ax.fill_between(x, np.maximum(m - h, 0.0), np.minimum(m + h, top), color=colour,

@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from grle_jax.agent import ALL_POLICIES, FIXED_POLICIES, LEARNING_POLICIES, AgentConfig
+from grle_jax.agent import ALL_POLICIES, LEARNING_POLICIES, AgentConfig
 from grle_jax.config import INT32_MAX, OVERDUE_RULES, SCENARIOS, Config, check_int
 from grle_jax.errors import ConfigError
 from grle_jax.profile import DEFAULT_PROFILE, Profile
@@ -44,17 +44,6 @@ LEARNING_FLAGS = ("lr", "k", "adaptive_k", "k_delta", "batch", "train_every", "m
                   "loss", "greedy_candidate", "samples", "lookahead")
 RESUME_FLAGS_OK = ("resume", "quiet", "chunk", "stop_after", "checkpoint_every", "slots")
 PROCESS_FLAGS = ("coordinator", "num_processes", "process_id")
-
-
-def fixed_policy(name: str):
-    """The act function of a non-learning policy."""
-    if name == "oracle":
-        from grle_jax.oracle import oracle_policy
-
-        return oracle_policy
-    from grle_jax.baselines import POLICIES
-
-    return POLICIES[name]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -436,53 +425,9 @@ def check_resume_fingerprint(plan: Plan, saved: dict) -> None:
 
 
 # --- running ---------------------------------------------------------------------------------------------
-def run_fixed(cfg: Config, profile: Profile, policy_name: str, slots: int, seed: int,
-              trace_path: str | None = None, chunk: int = 1000, quiet: bool = False,
-              normalise: bool = False) -> dict:
-    """Run a non-learning policy (one run, ``grle_jax.rollout``); returns per-slot counts as numpy
-    arrays (see grle_jax.metrics). With ``normalise`` the oracle's observed reward of every slot is
-    in ``reward_oracle``."""
-    import jax
-    import numpy as np
-
-    from grle_jax.rollout import run_chunk
-    from grle_jax.scenario import reset
-    from grle_jax.trace import TraceWriter, header
-
-    from .progress import Progress
-
-    static, params = cfg.static(profile), cfg.params(profile)
-    policy = fixed_policy(policy_name)
-    reference = fixed_policy("oracle") if normalise else None
-    key = jax.random.key(seed)
-    state = reset(static)
-    record = trace_path is not None
-    writer = TraceWriter(trace_path, header(cfg, profile, policy_name, seed)) if record else None
-    bar = None if quiet else Progress(slots, desc=policy_name)
-    parts = []
-    done = 0
-    try:
-        while done < slots:
-            n = min(chunk, slots - done)
-            state, rec = run_chunk(static, policy, key, params, n, record, state, reference)
-            if writer is not None:
-                writer.write_chunk({**rec.pop("trace"), "reward_observed": rec["reward_observed"]})
-            parts.append({k: np.asarray(v) for k, v in rec.items()})
-            done += n
-            if bar:
-                bar.update(n)
-    finally:
-        if writer is not None:
-            writer.close()
-        if bar:
-            bar.close()
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
 def run_plan(plan: Plan) -> tuple[dict, list[dict]] | None:
     """Execute; returns (records with a leading run axis, run table), or None when stopped early."""
     import jax
-    import numpy as np
 
     from . import checkpoint, rundir
     from .loop import RECORD_KEYS
@@ -491,24 +436,9 @@ def run_plan(plan: Plan) -> tuple[dict, list[dict]] | None:
 
     if plan.normalise:
         _need_oracle()
-    simple_fixed = (plan.policy in FIXED_POLICIES and plan.seeds == 1 and plan.grid is None
-                    and not plan.checkpoint_every and not plan.resume and not plan.multiprocess)
-    if simple_fixed:  # the plain rollout: one run, traces
-        counts = run_fixed(plan.cfg, plan.profile, plan.policy, plan.slots, plan.seed, plan.trace, plan.chunk,
-                           plan.quiet, plan.normalise)
-        counts.setdefault("loss", np.full(plan.slots, np.nan, np.float32))
-        counts.setdefault("k", np.ones(plan.slots, np.int32))
-        counts.setdefault("k_pos", np.ones(plan.slots, np.int32))
-        recs = {k: v[None] for k, v in counts.items()}
-        bad = rundir.first_nonfinite(recs)
-        if bad is not None:
-            plan.stopped = bad
-            recs = rundir.cut_records(recs, bad.slot)
-        return recs, [{"run": 0, "seed": plan.seed}]
-
-    rs = build_runs(plan.cfg, plan.agent, plan.seeds, plan.seed, plan.grid, plan.profile, plan.normalise)
-    if plan.trace:
-        rs.trainer.record_trace = True
+    # every policy, fixed or learning, runs through the one runner (train.loop.Trainer via train.sweep)
+    rs = build_runs(plan.cfg, plan.agent, plan.seeds, plan.seed, plan.grid, plan.profile, plan.normalise,
+                    record_trace=plan.trace is not None)
     ex = Executor(rs)
     ckdir = os.path.join(plan.out, "checkpoints")
     state = records = None
@@ -659,7 +589,7 @@ def _csv_value(v) -> str:
 
 def summarise_groups(summ: dict, table: list[dict]) -> list[dict]:
     """Mean and 95 % interval over the seeds of every grid point."""
-    from .sweep import mean_ci
+    from grle_jax.stats import mean_ci
 
     groups: dict[str, list[int]] = {}
     points: dict[str, dict] = {}

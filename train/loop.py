@@ -7,8 +7,9 @@ the observation and the executed candidate in the replay memory, and every ``tra
 take one Adam step on a minibatch; K adapts every ``k_delta`` slots when asked. Metrics leave the
 scan as stacked arrays.
 
-Determinism independent of chunking: slot t's keys are ``fold_in(run_key, t)`` (the same keys the
-fixed-policy rollout uses, so a learner and a baseline with the same seed see the same draws), the
+Determinism independent of chunking: slot t's keys are ``fold_in(run_key, t)``
+(``grle_jax.scenario.slot_keys``, whatever the policy, so a learner and a baseline with the same
+seed see the same draws), the
 minibatch key derives from slot t's policy key, and the run key itself never changes. A run cut
 into chunks (for a progress bar, for checkpoints, or killed and resumed) therefore computes exactly
 what one scan over all slots computes.
@@ -17,8 +18,10 @@ The slot index ``t`` enters the scan body UNBATCHED (``t0 + i``), so under ``vma
 ``lax.cond`` that guards the training step keeps a scalar predicate and stays a real branch, as
 long as ``train_every`` is the same for all runs (else it becomes a select: correct, slower).
 
-Fixed policies (random, greedy, oracle) run through the same machinery with no learner, so
-baselines get seeds, sweeps and sharding for free.
+Fixed policies (random, greedy, oracle) run through the same machinery with no learner: this is
+the ONE runner of every policy (train.grle, train.experiments, the references on the same draws,
+the benchmarks), traces included (``record_trace``), so baselines get seeds, sweeps, sharding,
+checkpoints and the compile cache for free, and a new per-slot record is added in one place.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 from jax.flatten_util import ravel_pytree
@@ -41,8 +43,7 @@ from grle_jax.policies import gumbel_samples, make_actor, masked_bce, masked_log
 from grle_jax.profile import DEFAULT_PROFILE, Profile
 from grle_jax.critic import critic
 from grle_jax.quantize import one_hot
-from grle_jax.rollout import slot_keys
-from grle_jax.scenario import observe, reset, sample
+from grle_jax.scenario import observe, reset, sample, slot_keys
 from grle_jax.types import EnvState, Observation
 
 INIT_TAG = 0x7FFFFFFF  # fold_in tag of the network-initialisation key (no slot reaches it)

@@ -1,10 +1,11 @@
 """Reference policies on the SAME random draws as a run: greedy and random beside any policy.
 
 Slot ``t`` of a run with seed ``s`` draws its inputs from ``fold_in(key(s), t)`` whatever the
-policy (``grle_jax.rollout.slot_keys``; the learning loop uses the same keys), so a reference
+policy (``grle_jax.scenario.slot_keys``), so a reference
 played with the run's seed sees exactly the draws the run saw, and equals a lone
-``train.grle --policy greedy --seed s`` run. Each distinct (seed, environment grid point) is
-played once, all of them side by side in one compiled ``vmap(scan)``.
+``train.grle --policy greedy --seed s`` run: it IS such a run, by the one runner of every policy
+(``train.loop.Trainer``). Each distinct (seed, environment grid point) is played once, all of them
+side by side in one compiled ``vmap(scan)``.
 """
 
 from __future__ import annotations
@@ -79,54 +80,38 @@ def start_references(cfg: Config, profile: Profile, table: list[dict], slots: in
 def run_references(cfg: Config, profile: Profile, table: list[dict], slots: int, names: tuple) -> dict:
     """name -> per-slot counts (R, slots) of that fixed policy, run r on run r's seed and grid point."""
     import jax
+    import jax.numpy as jnp
 
-    from grle_jax.baselines import POLICIES
-    from grle_jax.rollout import play_slot
-    from grle_jax.scenario import reset
+    from grle_jax.agent import AgentConfig
 
+    from .loop import Hyper, make_trainer
     from .sweep import ENV_FIELDS, apply_point
 
     if not names:
         return {}
-    static = cfg.static(profile)
     uniq, index, keys, params = {}, [], [], []
     for row in table:
         point = {k: v for k, v in row.items() if k in ENV_FIELDS}
         tag = repr((row["seed"], sorted(point.items())))
         if tag not in uniq:
             uniq[tag] = len(keys)
-            c = cfg
-            if point:
-                from grle_jax.agent import AgentConfig
-
-                c, _ = apply_point(cfg, AgentConfig(policy="greedy"), point)
+            c = apply_point(cfg, AgentConfig(policy="greedy"), point)[0] if point else cfg
             keys.append(jax.random.key(row["seed"]))
             params.append(c.params(profile))
         index.append(uniq[tag])
-    import jax.numpy as jnp
-
     keys = jnp.stack(keys)
-    params = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *params)
+    env = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *params)
     out = {}
     for name in names:
-        fn = _COMPILED.get((static, name, slots))
-        if fn is None:
-            policy = POLICIES[name]
-
-            def one(key, p, policy=policy):
-                def body(st, _):
-                    nxt, rec = play_slot(static, p, policy, key, st)
-                    return nxt, {k: rec[k] for k in KEEP}
-
-                return jax.lax.scan(body, reset(static), None, length=slots)[1]
-
-            fn = _COMPILED[(static, name, slots)] = jax.jit(jax.vmap(one))
-        recs = fn(keys, params)
-        out[name] = {k: np.asarray(v)[index] for k, v in recs.items()}
+        agent = AgentConfig(policy=name)
+        trainer = make_trainer(cfg, agent, profile)
+        hyper = Hyper(env=env, agent=agent.params(trainer.env))
+        axes = Hyper(env=jax.tree_util.tree_map(lambda _: 0, env),
+                     agent=jax.tree_util.tree_map(lambda _: None, hyper.agent))
+        # one compiled program per (trainer, axes), cached by the Trainer: a repeated run compiles nothing new
+        _, recs = trainer.batched("train", axes)(keys, hyper, slots)
+        out[name] = {k: np.asarray(recs[k])[index] for k in KEEP}
     return out
-
-
-_COMPILED: dict = {}  # (static, policy, slots) -> jitted vmap(scan): a repeated run compiles nothing new
 
 
 def reference_summaries(refs: dict, recs: dict, table: list[dict], slot_ms: float, final: int) -> dict:
@@ -135,7 +120,7 @@ def reference_summaries(refs: dict, recs: dict, table: list[dict], slot_ms: floa
     reward on observed values (eq. 17's R*)."""
     from grle_jax.metrics import summarise
 
-    from .sweep import mean_ci
+    from grle_jax.stats import mean_ci
 
     keys = ("ssp", "avg_accuracy", "throughput_per_s", "mean_reward")
     per = {}

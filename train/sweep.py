@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Callable
@@ -37,7 +36,7 @@ import numpy as np
 
 from grle_jax.agent import DYNAMIC_FIELDS as AGENT_FIELDS
 from grle_jax.agent import AgentConfig
-from grle_jax.config import SCENARIOS, Config, EnvParams
+from grle_jax.config import SCENARIOS, Config
 from grle_jax.errors import ConfigError
 from grle_jax.profile import DEFAULT_PROFILE, Profile
 
@@ -128,11 +127,13 @@ class RunSet:
 
 
 def build_runs(cfg: Config, agent: AgentConfig, seeds: int = 1, seed: int = 0, grid: dict | None = None,
-               profile: Profile = DEFAULT_PROFILE, normalise: bool = False, normalise_from: int = 0) -> RunSet:
+               profile: Profile = DEFAULT_PROFILE, normalise: bool = False, normalise_from: int = 0,
+               record_trace: bool = False) -> RunSet:
     """Runs for every grid point and seed; seed ``seed + i`` of any run equals a lone run with that
     seed (run key ``jax.random.key(seed + i)``). With ``normalise`` the exact oracle runs every slot
     from ``normalise_from`` on (its reward is NaN before: a long run can pay for the oracle in its
-    final window only)."""
+    final window only). With ``record_trace`` the records carry each slot's state, inputs, decision
+    and outcome (``trace``; a trace file is written from run 0)."""
     points = grid_points(grid)
     confs = [apply_point(cfg, agent, p) for p in points]
     env = cfg.static(profile)
@@ -143,7 +144,7 @@ def build_runs(cfg: Config, agent: AgentConfig, seeds: int = 1, seed: int = 0, g
     }
     if any(a.adaptive_k for _, a in confs):
         agent = agent.replace(adaptive_k=True) if not agent.adaptive_k else agent
-    trainer = make_trainer(cfg, agent, profile, normalise, **caps)
+    trainer = make_trainer(cfg, agent, profile, normalise, record_trace=record_trace, **caps)
     trainer.normalise_from = int(normalise_from)
     hypers, table = [], []
     for p, (c, a) in zip(points, confs):
@@ -359,6 +360,3 @@ def run_batched(ex: Executor, slots: int, chunk: int = 1000, state=None, start: 
 def concat_records(parts: list[dict]) -> dict:
     return {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
 
-
-# --- summaries over runs: grle_jax.stats (re-exported here for callers of train.sweep) -------------
-from grle_jax.stats import ci95, mean_ci  # noqa: E402,F401
