@@ -20,15 +20,16 @@ average at the start are printed (the machine may be shared).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
+import sys
 import time
 
 import jax
 import numpy as np
 
+from grle_jax import cli
 from grle_jax.config import Config
 from grle_jax.oracle import MAX_ASSIGNMENTS, MAX_MULTISETS, MAX_SUBSETS, oracle_decision, oracle_sizes
 from grle_jax.scenario import observe, reset, sample
@@ -111,7 +112,7 @@ def bench_rollout(slots: int, reps: int) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.oracle_speed", description=__doc__.split("\n\n")[0])
+    p = cli.Parser(prog="python -m benchmarks.oracle_speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="6x2,10x2,14x2,20x2,6x3,10x3,13x3", help="comma list of NxM")
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--batch", type=int, default=32, help="slots per vmap / scan call")
@@ -153,4 +154,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(cli.run(main))  # bad input: one line, exit 2

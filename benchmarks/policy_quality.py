@@ -16,15 +16,17 @@ SSP, accuracy and throughput are ratios of sums over those slots.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
+from grle_jax import cli
 from grle_jax.errors import ConfigError
 
 POLICIES = ("grle", "grl", "droo", "drooe")
 BASELINES = ("random", "greedy")
+DEFAULTS = {"seeds": 5, "chunk": 500}  # this benchmark's own defaults of shared flags (grle_jax.cli)
+LEARNER_FLAGS = ("lr", "k") + cli.VARIANT_FLAGS
 METRICS = ("final_normalised_reward", "normalised_reward_ma50_final", "final_ssp", "final_avg_accuracy",
            "final_throughput_per_s", "normalised_reward_mean", "ssp", "avg_accuracy", "throughput_per_s")
 
@@ -51,33 +53,25 @@ def run_policy(policy: str, scenarios: list[str], slots: int, seeds: int, chunk:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.policy_quality", description=__doc__.split("\n\n")[0])
+    p = cli.Parser(prog="python -m benchmarks.policy_quality", description=__doc__.split("\n\n")[0])
     p.add_argument("--policies", nargs="+", default=list(POLICIES) + list(BASELINES))
     p.add_argument("--scenarios", nargs="+", default=["base", "capacity", "csi"])
-    p.add_argument("--slots", type=int, default=10_000)
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--chunk", type=int, default=500)
-    p.add_argument("--lr", type=float, default=None, help="learning rate of the learning policies (default 1e-3)")
-    p.add_argument("--k", type=int, default=None, help="K of the learning policies (default N)")
-    p.add_argument("--critic-rounds", type=int, default=None,
-                   help="critic rounds of the learning policies (default: the variant's)")
-    p.add_argument("--variant", default=None, help="ours or paper for every learning policy (default: each "
-                                                    "policy's own, ours for grle/grl, paper for droo/drooe)")
-    p.add_argument("--loss", default=None, help="softmax or bce (default: the variant's)")
-    p.add_argument("--greedy-candidate", action=argparse.BooleanOptionalAction, default=None,
-                   help="the sequential decode as a critic candidate (default: the variant's)")
-    p.add_argument("--samples", type=int, default=None, help="softmax samples as critic candidates (default: the variant's)")
-    p.add_argument("--lookahead", type=float, default=None, help="the critic's look-ahead weight (default: the variant's)")
+    cli.add(p, "slots", "seeds", "chunk", *LEARNER_FLAGS, **DEFAULTS)
     p.add_argument("--out", default="results/policy_quality", metavar="DIR")
     p.add_argument("--full-oracle", action="store_true",
                    help="run the oracle every slot (default: in the final window only, all the metrics need)")
-    p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
-    try:  # every bad value: one line naming the field, exit 2, before anything runs or is written
+    cli.add(p, "quiet")
+    box = {}
+
+    def parse():  # every bad value: one line naming the field, exit 2, before anything runs or is written
+        args = box["args"] = p.parse_args(argv)
+        for name in ("slots", "seeds", "chunk"):
+            setattr(args, name, cli.value(args, name, **DEFAULTS))
         check_args(args)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+
+    if cli.run(parse):
         return 2
+    args = box["args"]
 
     import numpy as np
 
@@ -119,8 +113,7 @@ def main(argv=None) -> int:
 
 def learner_overrides(args) -> dict:
     """The learning flags given on the command line (the others: each policy's defaults)."""
-    names = ("lr", "k", "critic_rounds", "variant", "loss", "greedy_candidate", "samples", "lookahead")
-    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    return cli.given(args, LEARNER_FLAGS)
 
 
 def worst_window(norm, start: int = 1000, width: int = 500):
@@ -137,22 +130,17 @@ def worst_window(norm, start: int = 1000, width: int = 500):
 
 def check_args(args) -> None:
     from grle_jax.agent import ALL_POLICIES, AgentConfig
-    from grle_jax.config import SCENARIOS, Config
-
-    from grle_jax.config import check_int
+    from grle_jax.config import Config, check_int, check_scenario
     from train.rundir import check_out_dir
 
     for name in ("slots", "seeds", "chunk"):
-        if getattr(args, name) < 1:
-            raise ConfigError(name, f"must be at least 1, got {getattr(args, name)}")
         check_int(name, getattr(args, name), 1)
     if not args.out.strip():
         raise ConfigError("out", f"must be a path, got {args.out!r}")
     if os.path.isdir(os.path.dirname(os.path.abspath(args.out))):  # writable, before hours of runs (issue 15)
         check_out_dir("out", args.out, overwrite=True)
     for sc in args.scenarios:
-        if sc not in SCENARIOS:
-            raise ConfigError("scenarios", f"unknown scenario {sc!r} (choose from {', '.join(SCENARIOS)})")
+        check_scenario(sc, "scenarios")
     overrides = learner_overrides(args)
     for policy in args.policies:
         if policy not in ALL_POLICIES:

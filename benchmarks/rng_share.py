@@ -13,7 +13,6 @@ C environments and says whether its rewards are bit-identical to the unchunked r
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -23,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import grle_jax.scenario as scenario
+from grle_jax import cli
 from grle_jax.baselines import random_policy
 from grle_jax.config import Config
 from grle_jax.dynamics import step
@@ -61,7 +61,7 @@ def _compile_cheap(static, params, slots, keys):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.rng_share", description=__doc__.split("\n\n")[0])
+    p = cli.Parser(prog="python -m benchmarks.rng_share", description=__doc__.split("\n\n")[0])
     p.add_argument("--batches", default="1024,8192")
     p.add_argument("--slots", type=int, default=100)
     p.add_argument("--reps", type=int, default=7)
@@ -111,4 +111,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))  # bad input: one line, exit 2

@@ -13,7 +13,6 @@ Brax recipe: the first call compiles and is timed apart, then ``--reps`` timed c
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -22,6 +21,7 @@ import jax
 import numpy as np
 
 from grle_jax.baselines import random_policy
+from grle_jax import cli as toolkit
 from grle_jax.config import Config, check_int
 from grle_jax.errors import ConfigError
 from grle_jax.dynamics import score, step
@@ -67,17 +67,6 @@ def make_candidates(static, params, k: int):
     return jax.jit(jax.vmap(one_state))
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one ``error: <field>: <why>`` line (exit 2)."""
-
-    def error(self, message: str):  # noqa: D401
-        field = "arguments"
-        if message.startswith("argument "):
-            head, _, why = message[len("argument "):].partition(": ")
-            field, message = head.split("/")[-1].lstrip("-").replace("-", "_"), why
-        raise ConfigError(field, message)
-
-
 def _ints(field: str, text: str) -> list[int]:
     try:
         vals = [int(x) for x in text.split(",") if x.strip()]
@@ -92,7 +81,7 @@ def _ints(field: str, text: str) -> list[int]:
 
 def parse(argv=None):
     """The checked arguments: (namespace, config, env-batch sizes, K values); ConfigError if bad."""
-    p = _Parser(description=__doc__.split("\n\n")[0])
+    p = toolkit.Parser(prog="python -m benchmarks.sim_throughput", description=__doc__.split("\n\n")[0])
     p.add_argument("--devices", type=int, default=14)
     p.add_argument("--servers", type=int, default=2)
     p.add_argument("--scenario", default="csi")
@@ -145,10 +134,7 @@ def main(argv=None) -> dict:
 
 def cli(argv=None) -> int:
     """``main`` with bad input as one ``error: <field>: <why>`` line and exit status 2."""
-    try:
-        parse(argv)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    if toolkit.run(lambda: parse(argv)):
         return 2
     main(argv)
     return 0

@@ -35,6 +35,8 @@ import time
 
 import numpy as np
 
+from grle_jax import cli
+
 IMPLS = ("jax", "torch_batched", "torch_loop")
 METRICS = {
     "sim": "env-slots/s",
@@ -559,19 +561,8 @@ def plot(res: dict, path: str) -> None:
     plt.close(fig)
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """Shows an option's default unless its help already says it or there is none to show."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
-            return text
-        return text + " (default: %(default)s)"
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.split("\n\n")[0],
-                                formatter_class=_HelpFormatter)
+    p = cli.Parser(prog="python -m benchmarks.throughput", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="benchmarks/results", help="folder for throughput.json and throughput.png")
     p.add_argument("--quick", action="store_true", help="a run of under 2 minutes (fewer batches, slots, reps)")
     p.add_argument("--batches", default=None, help="comma list (default 1,16,256,1024,8192; on a GPU also 32768,131072)")
@@ -644,4 +635,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))  # bad input: one line, exit 2

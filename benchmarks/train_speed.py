@@ -16,11 +16,12 @@ same number of training steps), continuing from where the previous one stopped.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 import time
+
+from grle_jax import cli
 
 
 def measure(policy: str, runs: int, slots: int, reps: int, devices: int, servers: int, shard: bool | None,
@@ -56,7 +57,7 @@ def measure(policy: str, runs: int, slots: int, reps: int, devices: int, servers
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__.split("\n\n")[0])
+    p = cli.Parser(prog="python -m benchmarks.train_speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--policy", default="grle", choices=["grle", "grl", "droo", "drooe", "random", "greedy"])
     p.add_argument("--runs", type=int, nargs="+", default=[1, 64, 1024])
     p.add_argument("--slots", type=int, default=20, help="slots per repetition (a multiple of train_every = 10)")
@@ -99,4 +100,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))  # bad input: one line, exit 2

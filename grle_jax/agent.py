@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from .config import EnvStatic, check_float32, check_int
+from .config import EnvStatic, check_float32, check_int, from_dict, is_num, to_dict
 from .errors import ConfigError
 
 LEARNING_POLICIES = ("grle", "grl", "droo", "drooe")
@@ -97,17 +97,17 @@ class AgentConfig:
     def validate(self) -> None:
         if self.policy not in ALL_POLICIES:
             raise ConfigError("policy", f"unknown policy {self.policy!r} (choose from {', '.join(ALL_POLICIES)})")
-        if not _num(self.lr) or not math.isfinite(self.lr) or self.lr <= 0:
+        if not is_num(self.lr) or not math.isfinite(self.lr) or self.lr <= 0:
             raise ConfigError("lr", f"must be a positive number, got {self.lr!r}")
         check_float32("lr", self.lr)
         if self.k is not None:
-            _int_at_least("k", self.k, 1)
+            check_int("k", self.k, 1)
         if not isinstance(self.adaptive_k, (bool, np.bool_)):
             raise ConfigError("adaptive_k", f"must be true or false, got {self.adaptive_k!r}")
-        _int_at_least("k_delta", self.k_delta, 1)
-        _int_at_least("train_every", self.train_every, 1)
-        _int_at_least("batch", self.batch, 1)
-        _int_at_least("memory", self.memory, 1)
+        check_int("k_delta", self.k_delta, 1)
+        check_int("train_every", self.train_every, 1)
+        check_int("batch", self.batch, 1)
+        check_int("memory", self.memory, 1)
         if self.variant is not None and self.variant not in VARIANTS:
             raise ConfigError("variant", f"unknown variant {self.variant!r} (choose from {', '.join(VARIANTS)})")
         if self.loss is not None and self.loss not in LOSSES:
@@ -115,10 +115,10 @@ class AgentConfig:
         if self.greedy_candidate is not None and not isinstance(self.greedy_candidate, (bool, np.bool_)):
             raise ConfigError("greedy_candidate", f"must be true or false, got {self.greedy_candidate!r}")
         if self.samples is not None:
-            _int_at_least("samples", self.samples, 0)
+            check_int("samples", self.samples, 0)
         if self.critic_rounds is not None:
-            _int_at_least("critic_rounds", self.critic_rounds, 1)
-        if self.lookahead is not None and (not _num(self.lookahead) or not math.isfinite(self.lookahead)
+            check_int("critic_rounds", self.critic_rounds, 1)
+        if self.lookahead is not None and (not is_num(self.lookahead) or not math.isfinite(self.lookahead)
                                            or self.lookahead < 0):
             raise ConfigError("lookahead", f"must be a finite number >= 0, got {self.lookahead!r}")
         for name in ("mlp_hidden", "gcn_hidden"):
@@ -126,8 +126,8 @@ class AgentConfig:
             if not isinstance(v, tuple) or not v:
                 raise ConfigError(name, f"must be a non-empty list of widths, got {v!r}")
             for x in v:
-                _int_at_least(name, x, 1)
-        _int_at_least("head_hidden", self.head_hidden, 1)
+                check_int(name, x, 1)
+        check_int("head_hidden", self.head_hidden, 1)
 
     @property
     def learning(self) -> bool:
@@ -195,23 +195,13 @@ class AgentConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
-        return d
+        return to_dict(self)
 
     @staticmethod
     def from_dict(d: dict) -> "AgentConfig":
-        if not isinstance(d, dict):
-            raise ConfigError("agent", "must be a JSON object")
-        known = {f.name for f in dataclasses.fields(AgentConfig)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(unknown[0], f"unknown agent field (known: {', '.join(sorted(known))})")
-        if "variant" not in d:  # written before variants existed: the paper's learners, i.e. "paper"
+        if isinstance(d, dict) and "variant" not in d:  # written before variants existed: the paper's learners
             d = {**d, "variant": "paper"}
-        return AgentConfig(**d)
+        return from_dict(AgentConfig, d, "agent")
 
     def explicit(self) -> "AgentConfig":
         """The same configuration with the variant and every ingredient written out (what
@@ -253,10 +243,3 @@ class AgentParams:
     batch: jnp.ndarray  # () int32 (<= batch_cap)
     memory: jnp.ndarray  # () int32 (<= memory_cap)
 
-
-def _num(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-
-
-def _int_at_least(name: str, v, lo: int) -> None:
-    check_int(name, v, lo)  # and within int32 (issue 15)

@@ -75,13 +75,12 @@ class Config:
 
     # ------------------------------------------------------------------------------------------
     def validate(self) -> None:
-        _int_at_least("devices", self.devices, 1)
-        _int_at_least("servers", self.servers, 1)
-        _int_at_least("topology_every", self.topology_every, 1)
+        check_int("devices", self.devices, 1)
+        check_int("servers", self.servers, 1)
+        check_int("topology_every", self.topology_every, 1)
         if self.overdue not in OVERDUE_RULES:
             raise ConfigError("overdue", f"must be one of {', '.join(OVERDUE_RULES)}, got {self.overdue!r}")
-        if not isinstance(self.scenario, str) or self.scenario not in SCENARIOS:
-            raise ConfigError("scenario", f"unknown scenario {self.scenario!r} (choose from {', '.join(SCENARIOS)})")
+        check_scenario(self.scenario)
         for name in ("slot_ms", "deadline_ms"):
             _positive(name, getattr(self, name))
         for name in RANGE_FIELDS:
@@ -100,9 +99,7 @@ class Config:
     @staticmethod
     def for_scenario(name: str, **overrides) -> "Config":
         """A config with the scenario preset ``name`` applied, then ``overrides``."""
-        if not isinstance(name, str) or name not in SCENARIOS:
-            raise ConfigError("scenario", f"unknown scenario {name!r} (choose from {', '.join(SCENARIOS)})")
-        fields = dict(SCENARIOS[name])
+        fields = dict(SCENARIOS[check_scenario(name)])
         fields.update(overrides)
         return Config(scenario=name, **fields)
 
@@ -110,21 +107,11 @@ class Config:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
-        return d
+        return to_dict(self)
 
     @staticmethod
     def from_dict(d: dict) -> "Config":
-        if not isinstance(d, dict):
-            raise ConfigError("config", "must be a JSON object")
-        known = {f.name for f in dataclasses.fields(Config)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(unknown[0], f"unknown config field (known: {', '.join(sorted(known))})")
-        return Config(**d)
+        return from_dict(Config, d, "config")
 
     def save(self, path: str) -> None:
         with open(path, "w") as f:
@@ -211,8 +198,35 @@ class EnvParams:
         )
 
 
-# --- validation helpers --------------------------------------------------------------------------
-def _is_num(x) -> bool:
+# --- validation helpers (grle_jax.agent uses them too) ------------------------------------------
+def check_scenario(name, field: str = "scenario") -> str:
+    """A scenario preset's name (``SCENARIOS``); ``ConfigError(field, why)`` if not."""
+    if not isinstance(name, str) or name not in SCENARIOS:
+        raise ConfigError(field, f"unknown scenario {name!r} (choose from {', '.join(SCENARIOS)})")
+    return name
+
+
+def to_dict(obj) -> dict:
+    """A config dataclass as a JSON-ready dict (tuples as lists)."""
+    d = dataclasses.asdict(obj)
+    for k, v in d.items():
+        if isinstance(v, tuple):
+            d[k] = list(v)
+    return d
+
+
+def from_dict(cls, d, what: str):
+    """``cls(**d)`` for a JSON object ``d``; an unknown key or a non-object is a ``ConfigError``."""
+    if not isinstance(d, dict):
+        raise ConfigError(what, "must be a JSON object")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown {what} field (known: {', '.join(sorted(known))})")
+    return cls(**d)
+
+
+def is_num(x) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
@@ -228,34 +242,30 @@ def check_int(name: str, v, lo: int, hi: int = INT32_MAX) -> None:
 
 def check_float32(name: str, v) -> None:
     """A finite number that float32 holds (|v| <= 3.4e38); ``ConfigError(name, why)`` if not."""
-    if not _is_num(v) or not math.isfinite(v) or abs(v) > FLOAT32_MAX:
+    if not is_num(v) or not math.isfinite(v) or abs(v) > FLOAT32_MAX:
         raise ConfigError(name, f"must be a finite number within float32's range (|x| <= {FLOAT32_MAX:.4g}), "
                                 f"got {v!r}")
 
 
-def _int_at_least(name: str, v, lo: int) -> None:
-    check_int(name, v, lo)
-
-
 def _positive(name: str, v) -> None:
-    if not _is_num(v) or not math.isfinite(v) or v <= 0:
+    if not is_num(v) or not math.isfinite(v) or v <= 0:
         raise ConfigError(name, f"must be a positive number, got {v!r}")
     check_float32(name, v)
 
 
 def _finite_at_least(name: str, v, lo: float) -> None:
-    if not _is_num(v) or not math.isfinite(v) or v < lo:
+    if not is_num(v) or not math.isfinite(v) or v < lo:
         raise ConfigError(name, f"must be a finite number >= {lo}, got {v!r}")
     check_float32(name, v)
 
 
 def _probability(name: str, v) -> None:
-    if not _is_num(v) or not (0.0 <= v <= 1.0):
+    if not is_num(v) or not (0.0 <= v <= 1.0):
         raise ConfigError(name, f"must be a probability in [0, 1], got {v!r}")
 
 
 def _range(name: str, v) -> None:
-    if not isinstance(v, (tuple, list)) or len(v) != 2 or not all(_is_num(x) and math.isfinite(x) for x in v):
+    if not isinstance(v, (tuple, list)) or len(v) != 2 or not all(is_num(x) and math.isfinite(x) for x in v):
         raise ConfigError(name, f"must be a pair [low, high] of finite numbers, got {v!r}")
     for x in v:
         check_float32(name, x)

@@ -45,8 +45,8 @@ def slot_outcome(
     candidates or hyperparameters) the work runs batch-minor, see ``_batch_minor``."""
     args = (params.deadline_ms, params.rho, params.c, params.acc, radio0, es0, s, rate, phi, eps, L,
             has_task, option.astype(jnp.int32))
-    outs = _batch_minor(static)(*[jnp.asarray(a)[..., None] for a in args])
-    return Outcome(*[o[..., 0] for o in outs])
+    out = _batch_minor(static)(*[jnp.asarray(a)[..., None] for a in args])
+    return jax.tree_util.tree_map(lambda o: o[..., 0], out)
 
 
 @functools.lru_cache(maxsize=None)
@@ -73,8 +73,8 @@ def _batch_minor(static: EnvStatic):
         def split(o):
             return jnp.moveaxis(o.reshape(o.shape[:-1] + (o.shape[-1] // axis_size, axis_size)), -1, 0)
 
-        outs = outcome(*[merge(a, b) for a, b in zip(args, in_batched)])
-        return tuple(split(o) for o in outs), (True,) * len(outs)
+        out = outcome(*[merge(a, b) for a, b in zip(args, in_batched)])
+        return jax.tree_util.tree_map(split, out), jax.tree_util.tree_map(lambda _: True, out)
 
     return outcome
 
@@ -140,8 +140,9 @@ def _kernel(static: EnvStatic, D, rho, c, acc, radio0, es0, s, rate, phi, eps, L
     )
     nan = jnp.full_like(A, jnp.nan)
     F_r = jnp.where(served, F, nan)
-    return (jnp.where(served, A, nan), jnp.where(served, S, nan), F_r, F_r, ok, achieved, has_task, served,
-            reward, radio_after, es_after)
+    return Outcome(A=jnp.where(served, A, nan), S=jnp.where(served, S, nan), F=F_r, latency=F_r, ok=ok,
+                   acc=achieved, has_task=has_task, served=served, reward=reward, radio_after=radio_after,
+                   es_after=es_after)
 
 
 def advance(params: EnvParams, state: EnvState, inputs: SlotInputs, out: Outcome) -> EnvState:

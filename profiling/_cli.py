@@ -2,35 +2,31 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 
+from grle_jax import cli
 from grle_jax.errors import ConfigError
 
 from .vgg import N_EXITS, check_exit
 
 
-class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors raise ConfigError instead of printing usage."""
+class Parser(cli.Parser):
+    """The toolkit's parser (grle_jax.cli) with the profiling stage's field names: a bad flag is
+    named as typed (``--batch``), a missing argument ``args``."""
 
-    def error(self, message):  # noqa: D401 (argparse API)
-        field = "args"
-        if message.startswith("argument "):
-            head, _, why = message[len("argument "):].partition(": ")
-            field, message = head.split("/")[0], why
-        raise ConfigError(field, message)
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("field_style", "flag")
+        kwargs.setdefault("fallback", "args")
+        super().__init__(*args, **kwargs)
 
 
 def run(main_body, argv=None) -> int:
     """Call ``main_body(argv)``; a ConfigError becomes ``error: <field>: <why>`` and exit 2."""
-    try:
+    def body():
         main_body(argv)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return cli.run(body)
 
 
 def parse_exits(text: str | None, field: str = "exits") -> list[int]:

@@ -44,8 +44,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from grle_jax import cli
 from grle_jax.agent import ALL_POLICIES, LEARNING_POLICIES, AgentConfig
-from grle_jax.config import FLOAT32_MAX, INT32_MAX, OVERDUE_RULES, SCENARIOS, Config, check_int
+from grle_jax.config import FLOAT32_MAX, INT32_MAX, OVERDUE_RULES, Config, check_int
 from grle_jax.errors import ConfigError
 from grle_jax.metrics import FINAL_WINDOW_TEXT, final_window  # "final" metrics: one definition, every command
 
@@ -72,27 +73,6 @@ CONV_COLUMNS = ["experiment", "scenario", "policy", "T_ms", "N", "seed", "overdu
                 f"greedy_reward_ma{WINDOW}", f"random_reward_ma{WINDOW}", f"oracle_reward_ma{WINDOW}"]
 
 INT_COLUMNS = ("N", "seed", "slots", "slot")
-
-POLICY_STYLE = {  # colour, marker
-    "grle": ("tab:red", "o"), "grl": ("tab:blue", "s"), "drooe": ("tab:green", "^"),
-    "droo": ("tab:purple", "v"), "greedy": ("tab:orange", "D"), "random": ("tab:gray", "x"),
-    "oracle": ("black", "*"),
-}
-PLOT_METRICS = (("avg_accuracy", "average accuracy"), ("ssp", "service success probability"),
-                ("throughput_per_s", "throughput (tasks/s)"))
-SWEEP_PANELS = (("avg_accuracy", "average accuracy"), ("ssp", "service success probability"),
-                ("throughput_per_device", "throughput per device (on-time tasks/s)"))
-POLICY_LINE = {"grle": "-", "grl": "--", "drooe": "-.", "droo": ":", "greedy": (0, (5, 2)),
-               "random": (0, (1, 1)), "oracle": "-"}
-
-
-def policy_style(pol: str) -> tuple:
-    """(colour, marker, line style) of a policy in the sweep figures; greedy is the black reference."""
-    colour, marker = POLICY_STYLE.get(pol, ("black", "."))
-    if pol == "greedy":
-        colour = "black"
-    return colour, marker, POLICY_LINE.get(pol, "-")
-
 
 # --- the plan ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -162,24 +142,13 @@ class Plan:
         return out
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # noqa: D401
-        field = "arguments"
-        if message.startswith("argument "):
-            head, _, why = message[len("argument "):].partition(": ")
-            field = head.split("/")[-1].lstrip("-").replace("-", "_")
-            message = why
-        raise ConfigError(field, message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m train.experiments", description=__doc__.split("\n\n")[0])
+    p = cli.Parser(prog="python -m train.experiments", description=__doc__.split("\n\n")[0])
     p.add_argument("name", help=f"one of {', '.join(NAMES)}; or `claims DIR`: the claims table of a results folder")
     p.add_argument("--quick", action="store_true",
                    help=f"small preset: N in {QUICK['n_values']}, {QUICK['seeds']} seeds, {QUICK['slots']} slots, "
                         "overdue abort (explicit flags override it)")
-    p.add_argument("--seeds", type=int, default=None, help=f"seeds per cell (default {DEFAULT_SEEDS})")
-    p.add_argument("--slots", type=int, default=None, help=f"slots per run (default {DEFAULT_SLOTS})")
+    cli.add(p, "seeds", "slots", seeds=DEFAULT_SEEDS, slots=DEFAULT_SLOTS)
     p.add_argument("--overdue", default=None, help="abort, keep or both (default both; abort with --quick)")
     p.add_argument("--n-values", default=None, help="comma-separated N values of the sweeps (default 2,4,...,30)")
     p.add_argument("--t-values", default=None, help="comma-separated slot lengths T in ms (default 20,30)")
@@ -191,12 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="delete the cells of an earlier run in DIR and start again (without it, or --resume, "
                         "a folder holding cells is refused)")
-    p.add_argument("--chunk", type=int, default=1000, help="slots per compiled chunk (default 1000)")
-    p.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
-    p.add_argument("--critic-rounds", type=int, default=None, metavar="R",
-                   help="critic rounds of the learning policies (default: each variant's, ours 2, paper 1)")
-    p.add_argument("--variant", default=None, metavar="V",
-                   help="ours or paper for every learning policy (default: ours for grle/grl, paper for droo/drooe)")
+    cli.add(p, "chunk", "quiet", "critic_rounds", "variant")
     p.add_argument("--workers", type=int, default=None,
                    help="threads compiling distinct programs side by side (default: one per CPU core)")
     return p
@@ -237,19 +201,15 @@ def plan_from_args(args) -> Plan:
     if args.name not in NAMES:
         raise ConfigError("name", f"unknown experiment {args.name!r} (choose from {', '.join(NAMES)})")
     exps = EXPERIMENTS if args.name == "paper" else (args.name,)
-    seeds = args.seeds if args.seeds is not None else (QUICK["seeds"] if args.quick else DEFAULT_SEEDS)
-    slots = args.slots if args.slots is not None else (QUICK["slots"] if args.quick else DEFAULT_SLOTS)
-    if seeds < 1:
-        raise ConfigError("seeds", f"must be at least 1, got {seeds}")
-    if slots < 1:
-        raise ConfigError("slots", f"must be at least 1, got {slots}")
+    preset = QUICK if args.quick else {"seeds": DEFAULT_SEEDS, "slots": DEFAULT_SLOTS}
+    seeds = cli.value(args, "seeds", seeds=preset["seeds"])
+    slots = cli.value(args, "slots", slots=preset["slots"])
+    chunk = cli.value(args, "chunk")
     check_int("seeds", seeds, 1)
     check_int("slots", slots, 1)
-    check_int("chunk", args.chunk, 1)
+    check_int("chunk", chunk, 1)
     if args.critic_rounds is not None:
         check_int("critic_rounds", args.critic_rounds, 1)
-    if args.chunk < 1:
-        raise ConfigError("chunk", f"must be at least 1, got {args.chunk}")
     od = args.overdue if args.overdue is not None else ("abort" if args.quick else "both")
     if od == "both":
         overdue = OVERDUE_RULES
@@ -295,7 +255,7 @@ def plan_from_args(args) -> Plan:
             for p in (policies or SWEEP_POLICIES):
                 AgentConfig(policy=p).check(cfg.static())
     plan = Plan(experiments=exps, policies=policies, n_values=n_values, t_values=t_values, seeds=seeds,
-                slots=slots, overdue=overdue, out=out, resume=bool(args.resume), chunk=args.chunk,
+                slots=slots, overdue=overdue, out=out, resume=bool(args.resume), chunk=chunk,
                 quiet=bool(args.quiet), workers=workers, critic_rounds=args.critic_rounds, variant=args.variant)
     check_out(plan, bool(args.overwrite))
     plan.overwrite = bool(args.overwrite)
@@ -577,9 +537,15 @@ def write_experiment(plan: Plan, exp: str, timing: dict) -> dict:
     write_json(os.path.join(folder, "summary.json"), summary)
     if rows:
         if conv:
-            plot_convergence(folder, rows, plan)
+            from .plots import experiment_convergence_figures
+
+            experiment_convergence_figures(folder, rows, plan.overdue, plan.slots, WINDOW,
+                                           f"convergence: base, N = {CONVERGENCE_N}, T = {CONVERGENCE_T:g} ms")
         else:
-            plot_sweep(folder, exp, summary["cells"], plan)
+            from .plots import sweep_figures
+
+            sweep_figures(folder, exp, summary["cells"], plan.policies or SWEEP_POLICIES, plan.overdue, plan.slots,
+                          final_window(plan.slots))
     return summary
 
 
@@ -661,21 +627,24 @@ def experiment_summaries(root: str) -> dict:
 def claims_main(argv: list) -> int:
     """``python -m train.experiments claims DIR``: the claims table (and the slot-length check) of
     the summaries under DIR, as Markdown on stdout."""
-    p = _Parser(prog="python -m train.experiments claims",
+    p = cli.Parser(prog="python -m train.experiments claims",
                 description="The paper's claims beside ours, from the summary.json files of a results folder.")
     p.add_argument("dir", metavar="DIR", help="a results folder of `train.experiments paper` or of one sweep")
     p.add_argument("--key", default="final_avg_accuracy", choices=("final_avg_accuracy", "avg_accuracy"),
-                   help="the ratio's metric (default: average accuracy over the last 20 %% of the slots)")
-    try:
-        args = p.parse_args(argv)
+                   help="the ratio's metric (default: average accuracy over the final window, the last 10 %% of the slots)")
+    box = {}
+
+    def parse():
+        args = box["args"] = p.parse_args(argv)
         if not os.path.isdir(args.dir):
             raise ConfigError("dir", f"not a folder: {args.dir}")
         summ = experiment_summaries(args.dir)
         if not any(e in summ for e in SWEEPS):
             raise ConfigError("dir", f"no sweep summary.json (devices, capacity, inference, csi) in {args.dir}")
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+
+    if cli.run(parse):
         return 2
+    args = box["args"]
     print(claims_report(args.dir, args.key))
     slot = slot_length_report(args.dir)
     if slot.count("\n") > 1:
@@ -708,127 +677,6 @@ def slot_length_report(root: str) -> str:
 
 
 # --- figures -------------------------------------------------------------------------------------------
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_sweep(folder: str, exp: str, cells: list[dict], plan: Plan) -> list[str]:
-    """Per overdue rule: rows = T, columns = (average accuracy, SSP, throughput per device) against
-    N; per policy the mean over seeds of the final-window metric, each policy with its own colour,
-    marker and line style, greedy as the black dashed reference. From 3 seeds on a 95 % band (clipped
-    to the metric's range), below that min-max bars. Throughput is shown per device with its ceiling
-    (every task on time, 1000 / T per second), so that policies differ visibly at every N."""
-    from .plots import MIN_CI_SEEDS
-
-    plt = _plt()
-    paths = []
-    for od in plan.overdue:
-        sel = [c for c in cells if c["overdue"] == od]
-        if not sel:
-            continue
-        ts = sorted({c["T_ms"] for c in sel})
-        fig, axes = plt.subplots(len(ts), 3, figsize=(13.5, 3.1 * len(ts) + 0.8), squeeze=False)
-        for i, t in enumerate(ts):
-            for j, (metric, label) in enumerate(SWEEP_PANELS):
-                ax = axes[i, j]
-                for pol in (plan.policies or SWEEP_POLICIES):
-                    pts = sorted((c for c in sel if c["T_ms"] == t and c["policy"] == pol), key=lambda c: c["N"])
-                    if not pts:
-                        continue
-                    key = "final_throughput_per_s" if metric == "throughput_per_device" else f"final_{metric}"
-                    x = np.array([c["N"] for c in pts])
-                    per = [np.asarray(c["metrics"][key]["values"], np.float64) for c in pts]
-                    if metric == "throughput_per_device":
-                        per = [v / n for v, n in zip(per, x)]
-                    m = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in per])
-                    colour, marker, ls = policy_style(pol)
-                    ref = pol == "greedy"
-                    ax.plot(x, m, color=colour, marker=marker, ms=6 if ref else 5, lw=2.2 if ref else 1.3, ls=ls,
-                            mfc="none" if pol in ("grl", "droo") else colour, zorder=3 if ref else 2,
-                            label=f"{pol.upper()} (reference)" if ref else pol.upper())
-                    top = 1.0 if metric in ("avg_accuracy", "ssp") else np.inf
-                    n_seeds = min(int(np.isfinite(v).sum()) for v in per)
-                    if n_seeds >= MIN_CI_SEEDS:
-                        from grle_jax.stats import ci95
-
-                        h = np.array([ci95(v[:, None], axis=0)[0] for v in per])
-                        ax.fill_between(x, np.maximum(m - h, 0.0), np.minimum(m + h, top), color=colour,
-                                        alpha=0.07, lw=0)
-                    elif n_seeds == 2:
-                        lo = np.array([np.nanmin(v) for v in per])
-                        hi = np.array([np.nanmax(v) for v in per])
-                        ax.errorbar(x, m, yerr=[m - lo, hi - m], fmt="none", ecolor=colour, alpha=0.6, capsize=2,
-                                    lw=0.8)
-                if metric == "throughput_per_device":
-                    ax.axhline(1000.0 / t, color="0.5", lw=0.8, ls=(0, (1, 2)))
-                    ax.text(0.99, 0.98, "ceiling: every task on time", transform=ax.transAxes, ha="right",
-                            va="top", fontsize=7, color="0.4")
-                ax.set_xticks(sorted({c["N"] for c in sel}))
-                ax.set_title(f"{label}, T = {t:g} ms", fontsize=9)
-                ax.set_xlabel("number of IoT devices N")
-                ax.set_ylabel(label, fontsize=8)
-                ax.grid(alpha=0.3)
-        handles, labels = axes[0, 0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
-        scen = sel[0]["scenario"]
-        n_seeds = min(c["seeds"] for c in sel)
-        spread = ("band: 95 % CI of the mean" if n_seeds >= MIN_CI_SEEDS
-                  else "bars: min-max of the seeds" if n_seeds == 2 else "one seed")
-        seeds_text = f"mean of {n_seeds} seeds, {spread}" if n_seeds > 1 else "one seed"
-        fig.suptitle(f"{exp}: scenario {scen}, overdue = {od}; last {final_window(plan.slots)} of {plan.slots} slots, "
-                     f"{seeds_text}", fontsize=10)
-        fig.tight_layout(rect=(0, 0, 1, 0.97))
-        path = os.path.join(folder, f"{exp}_{od}.png")
-        from .outputs import save_figure
-
-        save_figure(fig, path, dpi=80, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(path)
-    return paths
-
-
-def plot_convergence(folder: str, rows: list[dict], plan: Plan) -> list[str]:
-    """Fig. 5 per overdue rule (``train.plots.convergence_figure``): per policy the reward's moving
-    average beside greedy, random and the oracle's R* on the same draws, the normalised reward when
-    the oracle ran, and the training loss; mean over seeds, a 95 % band from 3 seeds on (each seed
-    below that), clipped to the quantity's range."""
-    from .plots import convergence_figure
-
-    paths = []
-    refs = ("greedy", "random", "oracle")
-    for od in plan.overdue:
-        sel = [r for r in rows if r["overdue"] == od]
-        if not sel:
-            continue
-        series = []
-        for pol in dict.fromkeys(r["policy"] for r in sel):
-            pr = [r for r in sel if r["policy"] == pol]
-            seeds = sorted({int(r["seed"]) for r in pr})
-            S = int(max(r["slot"] for r in pr)) + 1
-            keys = [f"reward_ma{WINDOW}", f"normalised_reward_ma{WINDOW}", "loss"] + [f"{k}_reward_ma{WINDOW}"
-                                                                                   for k in refs]
-            arr = {k: np.full((len(seeds), S), np.nan) for k in keys}
-            for r in pr:
-                i, t = seeds.index(int(r["seed"])), int(r["slot"])
-                for k in keys:
-                    arr[k][i, t] = r.get(k, float("nan"))
-            s = {"label": pol.upper(), "colour": POLICY_STYLE.get(pol, ("black", "."))[0],
-                 "reward": arr[f"reward_ma{WINDOW}"], "norm": arr[f"normalised_reward_ma{WINDOW}"],
-                 "loss": arr["loss"], "refs": {k: arr[f"{k}_reward_ma{WINDOW}"] for k in refs
-                                               if np.isfinite(arr[f"{k}_reward_ma{WINDOW}"]).any()}}
-            series.append(s)
-        path = os.path.join(folder, f"convergence_{od}.png")
-        convergence_figure(path, series, f"convergence: base, N = {CONVERGENCE_N}, T = {CONVERGENCE_T:g} ms, "
-                                         f"overdue = {od}, {plan.slots} slots", WINDOW, 0.0)
-        paths.append(path)
-    return paths
-
-
 # --- the driver -----------------------------------------------------------------------------------------
 def enable_compile_cache() -> None:
     """Persist compiled programs (so a resumed run compiles nothing it compiled before)."""
@@ -966,18 +814,15 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "claims":
         return claims_main(argv[1:])
-    try:
-        plan = plan_from_args(build_parser().parse_args(argv))
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    box = {}
+
+    def parse():
+        box["plan"] = plan_from_args(build_parser().parse_args(argv))
+
+    if cli.run(parse):
         return 2
-    os.makedirs(plan.out, exist_ok=True)
-    try:
-        run(plan)
-    except ConfigError as err:  # a NaN or infinite loss or reward (check_finite)
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    os.makedirs(box["plan"].out, exist_ok=True)
+    return cli.run(lambda: run(box["plan"]))  # a NaN or infinite loss or reward (check_finite) is one line too
 
 
 if __name__ == "__main__":

@@ -34,81 +34,24 @@ import time
 from dataclasses import dataclass, field
 
 from grle_jax.agent import ALL_POLICIES, LEARNING_POLICIES, AgentConfig
-from grle_jax.config import INT32_MAX, OVERDUE_RULES, SCENARIOS, Config, check_int
+from grle_jax import cli
+from grle_jax.config import INT32_MAX, SCENARIOS, Config, check_int, check_scenario
 from grle_jax.errors import ConfigError
 from grle_jax.profile import DEFAULT_PROFILE, Profile
 
-DEFAULT_POLICY = "grle"
-DEFAULT_SLOTS = 10_000
-LEARNING_FLAGS = ("lr", "k", "adaptive_k", "k_delta", "batch", "train_every", "memory", "critic_rounds", "variant",
-                  "loss", "greedy_candidate", "samples", "lookahead")
+DEFAULT_WINDOW = 50  # moving-average window (slots) of the curves
+LEARNING_FLAGS = cli.AGENT_FLAGS + cli.VARIANT_FLAGS
 RESUME_FLAGS_OK = ("resume", "quiet", "chunk", "stop_after", "checkpoint_every", "slots")
 PROCESS_FLAGS = ("coordinator", "num_processes", "process_id")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one ``error: <field>: <why>`` line, exit 2."""
-
-    def error(self, message: str):  # noqa: D401
-        field = "arguments"
-        if message.startswith("argument "):
-            head, _, why = message[len("argument "):].partition(": ")
-            field = head.split("/")[-1].lstrip("-").replace("-", "_")
-            message = why
-        raise ConfigError(field, message)
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """Shows an option's default unless its help already says it or there is none to show."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
-            return text
-        return text + " (default: %(default)s)"
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m train.grle", description=__doc__.split("\n\n")[0],
-                formatter_class=_HelpFormatter)
-    p.add_argument("--policy", default=None, help=f"one of {', '.join(ALL_POLICIES)} (default {DEFAULT_POLICY})")
-    p.add_argument("--scenario", default=None, help=f"preset: {', '.join(SCENARIOS)} (default base)")
-    p.add_argument("--devices", type=int, default=None, help="N (default 14)")
-    p.add_argument("--servers", type=int, default=None, help="M (default 2)")
-    p.add_argument("--slots", type=int, default=None, help=f"number of time slots (default {DEFAULT_SLOTS})")
-    p.add_argument("--seed", type=int, default=None, help="seed of the first run (default 0)")
-    p.add_argument("--seeds", type=int, default=None, help="parallel runs with seeds seed, seed+1, ... (default 1)")
-    p.add_argument("--slot-ms", type=float, default=None, help="slot length T in ms (default 20)")
-    p.add_argument("--deadline-ms", type=float, default=None, help="deadline D in ms (default 30)")
-    p.add_argument("--overdue", default=None, help=f"{' or '.join(OVERDUE_RULES)} (default abort)")
-    p.add_argument("--rho", type=float, default=None, help="late-task penalty weight (default 0)")
-    p.add_argument("--p-link", type=float, default=None, help="probability a link is up (default 1)")
-    p.add_argument("--p-active", type=float, default=None, help="probability a device is active (default 1)")
-    p.add_argument("--topology-every", type=int, default=None, help="redraw links/activity every k slots")
+    p = cli.Parser(prog="python -m train.grle", description=__doc__.split("\n\n")[0])
+    cli.add(p, "policy", "scenario", "devices", "servers", "slots", "seed", "seeds", *cli.ENV_FLAGS[2:])
     p.add_argument("--profile", default=None, metavar="PATH", help="exit profile JSON (default: the paper's table)")
     p.add_argument("--config", default=None, metavar="PATH", help="config JSON (flags override it)")
-    # learning (grle, grl, droo, drooe)
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--k", type=int, default=None, help="candidates K per slot (default N; the initial K with --adaptive-k)")
-    p.add_argument("--adaptive-k", action="store_true", default=None, help="DROO's adaptive K every --k-delta slots")
-    p.add_argument("--k-delta", type=int, default=None, help="Delta of the adaptive K rule (default 32)")
-    p.add_argument("--batch", type=int, default=None, help="minibatch size (default 32)")
-    p.add_argument("--train-every", type=int, default=None, help="one Adam step every this many slots (default 10)")
-    p.add_argument("--memory", type=int, default=None, help="replay memory size (default 128)")
-    p.add_argument("--variant", default=None, metavar="V",
-                   help="ours or paper: the learner's ingredients (default ours for grle/grl, paper for droo/drooe; "
-                        "paper = docs/model.md section 5's learners exactly; docs/training.md)")
-    p.add_argument("--critic-rounds", type=int, default=None, metavar="R",
-                   help="quantise-and-score rounds per slot, each around the last best (default: the variant's, "
-                        "ours 2, paper 1)")
-    p.add_argument("--loss", default=None, help="softmax (per-device softmax + cross-entropy) or bce (the paper's "
-                                                 "sigmoids + binary cross-entropy); default: the variant's")
-    p.add_argument("--greedy-candidate", action=argparse.BooleanOptionalAction, default=None,
-                   help="the critic also scores the sequential (greedy) decode (default: on for ours)")
-    p.add_argument("--samples", type=int, default=None,
-                   help="the critic also scores this many samples of the actor's softmax (default: the variant's, 0)")
-    p.add_argument("--lookahead", type=float, default=None,
-                   help="critic's score R - LOOKAHEAD * ES backlog past the next slot / D (default: ours 3, paper 0)")
+    # learning (grle, grl, droo, drooe), the variant and its ingredients
+    cli.add(p, *LEARNING_FLAGS)
     p.add_argument("--sweep", default=None, metavar="FILE",
                    help="JSON grid {field: [values]} of dynamic hyperparameters run side by side")
     # outputs and running
@@ -117,11 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", default=None, metavar="PATH", help="write a JSON Lines trace (docs/model.md section 7)")
     p.add_argument("--normalise", action="store_true", default=None,
                    help="also run the exact oracle every slot and report the normalised reward (eq. 17)")
-    p.add_argument("--window", type=int, default=None, help="moving-average window in slots (default 50)")
+    p.add_argument("--window", type=int, default=None, help=f"moving-average window in slots (default {DEFAULT_WINDOW})")
     p.add_argument("--references", default=None, metavar="LIST",
                    help="fixed policies played on the same random draws for comparison: greedy,random (the "
                         "default), one of them, or none")
-    p.add_argument("--chunk", type=int, default=None, help="slots per compiled chunk (progress granularity, default 1000)")
+    cli.add(p, "chunk")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
                    help="save a checkpoint every K slots in DIR/checkpoints")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run whose results folder is DIR")
@@ -129,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the run already in --out (and an existing --trace file); without it they are refused")
     p.add_argument("--stop-after", type=int, default=None, metavar="SLOTS",
                    help="stop after this many slots as if killed (to test --resume); only checkpoints are written")
-    p.add_argument("--quiet", action="store_true", default=None, help="no progress line")
+    cli.add(p, "quiet")
     # several processes (hosts): one JAX job, the runs split over every process's devices
     p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                    help="multi-process run: address of process 0 (all processes pass the same)")
@@ -138,21 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-FLAG_FIELDS = {  # CLI flag dest -> Config field
-    "devices": "devices", "servers": "servers", "slot_ms": "slot_ms", "deadline_ms": "deadline_ms",
-    "overdue": "overdue", "rho": "rho", "p_link": "p_link", "p_active": "p_active",
-    "topology_every": "topology_every",
-}
-
-
 def config_from_args(args) -> Config:
     """--config file (or defaults), then the --scenario preset, then explicit flags."""
     cfg = Config.load(args.config) if args.config else Config()
     if args.scenario is not None:
-        if args.scenario not in SCENARIOS:
-            raise ConfigError("scenario", f"unknown scenario {args.scenario!r} (choose from {', '.join(SCENARIOS)})")
-        cfg = cfg.replace(scenario=args.scenario, **SCENARIOS[args.scenario])
-    changes = {f: getattr(args, a) for a, f in FLAG_FIELDS.items() if getattr(args, a) is not None}
+        cfg = cfg.replace(scenario=args.scenario, **SCENARIOS[check_scenario(args.scenario)])
+    changes = cli.given(args, cli.ENV_FLAGS)  # the flags are named after Config's fields
     return cfg.replace(**changes) if changes else cfg
 
 
@@ -263,24 +197,23 @@ def check_process_args(args) -> tuple | None:
 
 def plan_from_args(args) -> Plan:
     cfg = config_from_args(args)
-    policy = DEFAULT_POLICY if args.policy is None else args.policy
+    policy = cli.value(args, "policy")
     if policy not in ALL_POLICIES:
         raise ConfigError("policy", f"unknown policy {policy!r} (choose from {', '.join(ALL_POLICIES)})")
     learning = policy in LEARNING_POLICIES
-    given = {f: getattr(args, f) for f in LEARNING_FLAGS if getattr(args, f) is not None}
+    given = cli.given(args, LEARNING_FLAGS)
     if not learning and given:
         f = next(iter(given))
         raise ConfigError(f, f"applies to the learning policies ({', '.join(LEARNING_POLICIES)}), not {policy}")
     agent = AgentConfig(policy=policy, **given)
     static = cfg.static()
-    slots = DEFAULT_SLOTS if args.slots is None else args.slots
+    slots = cli.value(args, "slots")
     _at_least("slots", slots, 1)
-    seed = 0 if args.seed is None else args.seed
-    seeds = 1 if args.seeds is None else args.seeds
+    seed, seeds = cli.value(args, "seed"), cli.value(args, "seeds")
     _check_seeds(seed, seeds)
-    window = 50 if args.window is None else args.window
+    window = DEFAULT_WINDOW if args.window is None else args.window
     _at_least("window", window, 1)
-    chunk = 1000 if args.chunk is None else args.chunk
+    chunk = cli.value(args, "chunk")
     _at_least("chunk", chunk, 1)
     _at_least("checkpoint_every", args.checkpoint_every, 1)
     _at_least("stop_after", args.stop_after, 1)

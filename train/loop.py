@@ -121,11 +121,11 @@ class Trainer:
         """The run's state at slot 0; ``variables`` (from ``init_variables``) may be computed
         apart, by a program shared with other trainers (``train.sweep.Executor``)."""
         st = reset(self.env)
-        kd = jax.random.key_data(key)
+        key_data = jax.random.key_data(key)
         f32 = jnp.float32
         if not self.learning:
             return RunState(env=st, variables={}, opt=(), memory=None, k=jnp.ones((), jnp.int32),
-                            k_seen=jnp.zeros((), jnp.int32), loss=jnp.full((), jnp.nan, f32), key=kd)
+                            k_seen=jnp.zeros((), jnp.int32), loss=jnp.full((), jnp.nan, f32), key=key_data)
         obs = observe(st, sample(jax.random.key(0), hyper.env, st, self.env))  # shapes of the memory
         if variables is None:
             variables = (self.init_variables(key) if self.actor.shape_free
@@ -139,59 +139,61 @@ class Trainer:
         )
         return RunState(env=st, variables=variables, opt=opt, memory=memory,
                         k=jnp.minimum(hyper.agent.k, self.agent.k_cap).astype(jnp.int32),
-                        k_seen=jnp.zeros((), jnp.int32), loss=jnp.full((), jnp.nan, f32), key=kd)
+                        k_seen=jnp.zeros((), jnp.int32), loss=jnp.full((), jnp.nan, f32), key=key_data)
 
-    def slot(self, rs: RunState, hyper: Hyper, t: jnp.ndarray) -> tuple[RunState, dict]:
-        """Play slot ``t`` (``t == rs.env.t``; passed separately so it stays unbatched)."""
-        static, ep, ap = self.env, hyper.env, hyper.agent
-        run_key = jax.random.wrap_key_data(rs.key)
-        ks, kp = slot_keys(run_key, t)
-        inputs = sample(ks, ep, rs.env, static)
-        obs = observe(rs.env, inputs)
+    def slot(self, run: RunState, hyper: Hyper, t: jnp.ndarray) -> tuple[RunState, dict]:
+        """Play slot ``t`` (``t == run.env.t``; passed separately so it stays unbatched)."""
+        static, env_params, agent_params = self.env, hyper.env, hyper.agent
+        run_key = jax.random.wrap_key_data(run.key)
+        sample_key, policy_key = slot_keys(run_key, t)
+        inputs = sample(sample_key, env_params, run.env, static)
+        obs = observe(run.env, inputs)
         if self.learning:
-            logits = self.actor.apply(rs.variables, obs, ep)
+            logits = self.actor.apply(run.variables, obs, env_params)
             live = self.actor.live(obs)
             def to_env(c):  # policy options -> environment options m * E + e (-1 stays -1)
                 return jnp.where(c >= 0, self.option_idx[jnp.maximum(c, 0)], -1)
 
-            ag = self.agent
-            look = ag.lookahead if ag.lookahead > 0 else None
-            if ag.loss == "softmax":  # per-device softmax over the live options: scores sum to 1
+            agent = self.agent
+            look = agent.lookahead if agent.lookahead > 0 else None
+            if agent.loss == "softmax":  # per-device softmax over the live options: scores sum to 1
                 q_logits = masked_log_softmax(logits, live)
                 scores = jnp.where(live, jnp.exp(q_logits), 0.0)
             else:  # docs/model.md: independent sigmoids
                 q_logits, scores = logits, jax.nn.sigmoid(logits)
             extra = []
-            if ag.greedy_candidate:  # greedy's sequential decode (with the look-ahead score) over our options
-                extra.append(sequential_decode(static, ep, obs, self.option_idx, look)[None])
-            if ag.samples > 0:  # Gumbel-max samples of each device's softmax over its live options
-                extra.append(gumbel_samples(jax.random.fold_in(kp, SAMPLE_TAG), q_logits, live, ag.samples))
+            if agent.greedy_candidate:  # greedy's sequential decode (with the look-ahead score) over our options
+                extra.append(sequential_decode(static, env_params, obs, self.option_idx, look)[None])
+            if agent.samples > 0:  # Gumbel-max samples of each device's softmax over its live options
+                gumbel_key = jax.random.fold_in(policy_key, SAMPLE_TAG)
+                extra.append(gumbel_samples(gumbel_key, q_logits, live, agent.samples))
             # K candidates (and the extra ones) scored in ONE vmapped call of dynamics.score, the best kept
-            cr = critic(scores, q_logits, live, rs.k, ag.k_cap, ag.critic_rounds,
-                        lambda cands: score(static, ep, obs, to_env(cands), look),
+            cr = critic(scores, q_logits, live, run.k, agent.k_cap, agent.critic_rounds,
+                        lambda cands: score(static, env_params, obs, to_env(cands), look),
                         jnp.concatenate(extra, axis=0) if extra else None)
             option = to_env(cr.decision)
             # with the look-ahead the critic's value is not R: the record keeps R on observed values
-            r_obs = cr.reward if look is None else score(static, ep, obs, option)
-            rs = self._remember(rs, obs, cr.decision, t, ap)
-            rs = self._learn(rs, ep, ap, t, kp)
+            r_obs = cr.reward if look is None else score(static, env_params, obs, option)
+            run = self._remember(run, obs, cr.decision, t, agent_params)
+            run = self._learn(run, env_params, agent_params, t, policy_key)
             pos = cr.first_pos
-            seen = jnp.maximum(rs.k_seen, cr.quant_pos)  # DROO's rule reads the quantiser's candidates
-            update = ap.adaptive_k & ((t + 1) % ap.k_delta == 0)
-            k_next = jnp.where(update, jnp.minimum(1 + seen, self.agent.k_cap), rs.k).astype(jnp.int32)
-            rs = rs.replace(k=k_next, k_seen=jnp.where(update, 0, seen).astype(jnp.int32))
+            seen = jnp.maximum(run.k_seen, cr.quant_pos)  # DROO's rule reads the quantiser's candidates
+            update = agent_params.adaptive_k & ((t + 1) % agent_params.k_delta == 0)
+            k_next = jnp.where(update, jnp.minimum(1 + seen, self.agent.k_cap), run.k).astype(jnp.int32)
+            run = run.replace(k=k_next, k_seen=jnp.where(update, 0, seen).astype(jnp.int32))
             k_used = cr.used
         else:
-            option = self.policy(kp, static, ep, obs)
-            r_obs = evaluate(static, ep, obs, option).reward
+            option = self.policy(policy_key, static, env_params, obs)
+            r_obs = evaluate(static, env_params, obs, option).reward
             pos = jnp.ones((), jnp.int32)
             k_used = jnp.ones((), jnp.int32)
-        nxt, out = step(static, ep, rs.env, inputs, option)
+        nxt, out = step(static, env_params, run.env, inputs, option)
         rec = slot_counts(out)
-        rec.update(reward_observed=r_obs, loss=rs.loss, k=k_used, k_pos=pos)
+        rec.update(reward_observed=r_obs, loss=run.loss, k=k_used, k_pos=pos)
         if self.reference is not None:
             def oracle():
-                return evaluate(static, ep, obs, self.reference(kp, static, ep, obs)).reward.astype(jnp.float32)
+                best = self.reference(policy_key, static, env_params, obs)
+                return evaluate(static, env_params, obs, best).reward.astype(jnp.float32)
 
             if self.normalise_from > 0:  # t is unbatched: a real branch, the oracle costs nothing before
                 rec["reward_oracle"] = jax.lax.cond(t >= self.normalise_from, oracle,
@@ -199,48 +201,48 @@ class Trainer:
             else:
                 rec["reward_oracle"] = oracle()
         if self.record_trace:
-            rec["trace"] = {"state": rs.env, "inputs": inputs, "option": option, "out": out}
-        return rs.replace(env=nxt), rec
+            rec["trace"] = {"state": run.env, "inputs": inputs, "option": option, "out": out}
+        return run.replace(env=nxt), rec
 
-    def _remember(self, rs: RunState, obs: Observation, decision, t, ap: AgentParams) -> RunState:
-        i = t % ap.memory
-        mem = rs.memory
+    def _remember(self, run: RunState, obs: Observation, decision, t, agent_params: AgentParams) -> RunState:
+        i = t % agent_params.memory
+        mem = run.memory
         mem = Memory(obs=jax.tree_util.tree_map(lambda buf, x: buf.at[i].set(x), mem.obs, obs),
                      target=mem.target.at[i].set(decision))
-        return rs.replace(memory=mem)
+        return run.replace(memory=mem)
 
-    def _learn(self, rs: RunState, ep: EnvParams, ap: AgentParams, t, kp) -> RunState:
-        def train(rs):
-            filled = jnp.minimum(t + 1, ap.memory)
-            kb = jax.random.fold_in(kp, BATCH_TAG)
-            idx = jax.random.randint(kb, (self.agent.batch_cap,), 0, filled)
-            rows = (jnp.arange(self.agent.batch_cap) < ap.batch)[:, None, None]
-            obs_b = jax.tree_util.tree_map(lambda x: x[idx], rs.memory.obs)
-            target = jax.vmap(lambda d: one_hot(d, self.actor.options))(rs.memory.target[idx])
+    def _learn(self, run: RunState, env_params: EnvParams, agent_params: AgentParams, t, policy_key) -> RunState:
+        def train(run):
+            filled = jnp.minimum(t + 1, agent_params.memory)
+            batch_key = jax.random.fold_in(policy_key, BATCH_TAG)
+            idx = jax.random.randint(batch_key, (self.agent.batch_cap,), 0, filled)
+            rows = (jnp.arange(self.agent.batch_cap) < agent_params.batch)[:, None, None]
+            obs_b = jax.tree_util.tree_map(lambda x: x[idx], run.memory.obs)
+            target = jax.vmap(lambda d: one_hot(d, self.actor.options))(run.memory.target[idx])
             live = jax.vmap(self.actor.live)(obs_b) & rows
 
             lossf = masked_softmax_ce if self.agent.loss == "softmax" else masked_bce
 
             def loss_fn(v):
-                logits = self.actor.apply_batch(v, obs_b, ep)  # one graph: the minibatch's disjoint union
+                logits = self.actor.apply_batch(v, obs_b, env_params)  # one graph: the minibatch's disjoint union
                 return lossf(logits, target, live)
 
-            loss, grads = jax.value_and_grad(loss_fn)(rs.variables)
-            flat, unravel = ravel_pytree(rs.variables)
-            updates, opt = self.tx.update(ravel_pytree(grads)[0], rs.opt, flat)
-            return rs.replace(variables=unravel(optax.apply_updates(flat, updates)), opt=opt,
+            loss, grads = jax.value_and_grad(loss_fn)(run.variables)
+            flat, unravel = ravel_pytree(run.variables)
+            updates, opt = self.tx.update(ravel_pytree(grads)[0], run.opt, flat)
+            return run.replace(variables=unravel(optax.apply_updates(flat, updates)), opt=opt,
                               loss=loss.astype(jnp.float32))
 
-        return jax.lax.cond((t + 1) % ap.train_every == 0, train, lambda rs: rs, rs)
+        return jax.lax.cond((t + 1) % agent_params.train_every == 0, train, lambda run: run, run)
 
-    def run(self, rs: RunState, hyper: Hyper, t0, length: int) -> tuple[RunState, dict]:
-        """``length`` slots from slot ``t0`` (= ``rs.env.t``), as one scan."""
+    def run(self, run: RunState, hyper: Hyper, t0, length: int) -> tuple[RunState, dict]:
+        """``length`` slots from slot ``t0`` (= ``run.env.t``), as one scan."""
         t0 = jnp.asarray(t0, jnp.int32)
 
-        def body(rs, i):
-            return self.slot(rs, hyper, t0 + i)
+        def body(run, i):
+            return self.slot(run, hyper, t0 + i)
 
-        return jax.lax.scan(body, rs, jnp.arange(length, dtype=jnp.int32))
+        return jax.lax.scan(body, run, jnp.arange(length, dtype=jnp.int32))
 
     def train(self, key: jax.Array, hyper: Hyper, slots: int) -> tuple[RunState, dict]:
         """A whole run: init, then ONE scan over all slots."""

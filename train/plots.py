@@ -19,7 +19,6 @@ Bad input prints one line ``error: <field>: <why>`` and exits 2.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -28,6 +27,8 @@ import warnings
 
 import numpy as np
 
+from grle_jax import cli
+from grle_jax.errors import ConfigError
 from grle_jax.stats import ci95
 from train.outputs import save_figure
 
@@ -53,6 +54,26 @@ def moving_mean(x, window: int) -> np.ndarray:
     count = wsum(have.astype(np.float64))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, wsum(np.where(have, x, 0.0)) / np.maximum(count, 1), np.nan)
+
+
+POLICY_STYLE = {  # colour, marker
+    "grle": ("tab:red", "o"), "grl": ("tab:blue", "s"), "drooe": ("tab:green", "^"),
+    "droo": ("tab:purple", "v"), "greedy": ("tab:orange", "D"), "random": ("tab:gray", "x"),
+    "oracle": ("black", "*"),
+}
+SWEEP_PANELS = (("avg_accuracy", "average accuracy"), ("ssp", "service success probability"),
+                ("throughput_per_device", "throughput per device (on-time tasks/s)"))
+POLICY_LINE = {"grle": "-", "grl": "--", "drooe": "-.", "droo": ":", "greedy": (0, (5, 2)),
+               "random": (0, (1, 1)), "oracle": "-"}
+
+
+def policy_style(pol: str) -> tuple:
+    """(colour, marker, line style) of a policy in the sweep figures; greedy is the black reference."""
+    colour, marker = POLICY_STYLE.get(pol, ("black", "."))
+    if pol == "greedy":
+        colour = "black"
+    return colour, marker, POLICY_LINE.get(pol, "-")
+
 
 
 def _band(x: np.ndarray):
@@ -262,20 +283,124 @@ def _cell(v):
     return v
 
 
+# --- train.experiments' figures ------------------------------------------------------------------
+def sweep_figures(folder: str, exp: str, cells: list[dict], policies, overdue_rules, slots: int,
+                  final: int) -> list[str]:
+    """Per overdue rule: rows = T, columns = (average accuracy, SSP, throughput per device) against
+    N; per policy the mean over seeds of the final-window metric, each policy with its own colour,
+    marker and line style, greedy as the black dashed reference. From 3 seeds on a 95 % band (clipped
+    to the metric's range), below that min-max bars. Throughput is shown per device with its ceiling
+    (every task on time, 1000 / T per second), so that policies differ visibly at every N. Written
+    as ``folder/<exp>_<overdue>.png``; ``final`` is the final window's length in slots."""
+    plt = _plt()
+    paths = []
+    for od in overdue_rules:
+        sel = [c for c in cells if c["overdue"] == od]
+        if not sel:
+            continue
+        ts = sorted({c["T_ms"] for c in sel})
+        fig, axes = plt.subplots(len(ts), 3, figsize=(13.5, 3.1 * len(ts) + 0.8), squeeze=False)
+        for i, t in enumerate(ts):
+            for j, (metric, label) in enumerate(SWEEP_PANELS):
+                ax = axes[i, j]
+                for pol in policies:
+                    pts = sorted((c for c in sel if c["T_ms"] == t and c["policy"] == pol), key=lambda c: c["N"])
+                    if not pts:
+                        continue
+                    key = "final_throughput_per_s" if metric == "throughput_per_device" else f"final_{metric}"
+                    x = np.array([c["N"] for c in pts])
+                    per = [np.asarray(c["metrics"][key]["values"], np.float64) for c in pts]
+                    if metric == "throughput_per_device":
+                        per = [v / n for v, n in zip(per, x)]
+                    m = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in per])
+                    colour, marker, ls = policy_style(pol)
+                    ref = pol == "greedy"
+                    ax.plot(x, m, color=colour, marker=marker, ms=6 if ref else 5, lw=2.2 if ref else 1.3, ls=ls,
+                            mfc="none" if pol in ("grl", "droo") else colour, zorder=3 if ref else 2,
+                            label=f"{pol.upper()} (reference)" if ref else pol.upper())
+                    top = 1.0 if metric in ("avg_accuracy", "ssp") else np.inf
+                    n_seeds = min(int(np.isfinite(v).sum()) for v in per)
+                    if n_seeds >= MIN_CI_SEEDS:
+                        h = np.array([ci95(v[:, None], axis=0)[0] for v in per])
+                        ax.fill_between(x, np.maximum(m - h, 0.0), np.minimum(m + h, top), color=colour,
+                                        alpha=0.07, lw=0)
+                    elif n_seeds == 2:
+                        lo = np.array([np.nanmin(v) for v in per])
+                        hi = np.array([np.nanmax(v) for v in per])
+                        ax.errorbar(x, m, yerr=[m - lo, hi - m], fmt="none", ecolor=colour, alpha=0.6, capsize=2,
+                                    lw=0.8)
+                if metric == "throughput_per_device":
+                    ax.axhline(1000.0 / t, color="0.5", lw=0.8, ls=(0, (1, 2)))
+                    ax.text(0.99, 0.98, "ceiling: every task on time", transform=ax.transAxes, ha="right",
+                            va="top", fontsize=7, color="0.4")
+                ax.set_xticks(sorted({c["N"] for c in sel}))
+                ax.set_title(f"{label}, T = {t:g} ms", fontsize=9)
+                ax.set_xlabel("number of IoT devices N")
+                ax.set_ylabel(label, fontsize=8)
+                ax.grid(alpha=0.3)
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+        scen = sel[0]["scenario"]
+        n_seeds = min(c["seeds"] for c in sel)
+        spread = ("band: 95 % CI of the mean" if n_seeds >= MIN_CI_SEEDS
+                  else "bars: min-max of the seeds" if n_seeds == 2 else "one seed")
+        seeds_text = f"mean of {n_seeds} seeds, {spread}" if n_seeds > 1 else "one seed"
+        fig.suptitle(f"{exp}: scenario {scen}, overdue = {od}; last {final} of {slots} slots, "
+                     f"{seeds_text}", fontsize=10)
+        fig.tight_layout(rect=(0, 0, 1, 0.97))
+        path = os.path.join(folder, f"{exp}_{od}.png")
+        save_figure(fig, path, dpi=80, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def experiment_convergence_figures(folder: str, rows: list[dict], overdue_rules, slots: int, window: int,
+                                   head: str) -> list[str]:
+    """Fig. 5 per overdue rule (``train.plots.convergence_figure``): per policy the reward's moving
+    average beside greedy, random and the oracle's R* on the same draws, the normalised reward when
+    the oracle ran, and the training loss; mean over seeds, a 95 % band from 3 seeds on (each seed
+    below that), clipped to the quantity's range. ``rows``: train.experiments' convergence.csv
+    rows; written as ``folder/convergence_<overdue>.png``, titled ``head`` and the rule."""
+    paths = []
+    refs = ("greedy", "random", "oracle")
+    for od in overdue_rules:
+        sel = [r for r in rows if r["overdue"] == od]
+        if not sel:
+            continue
+        series = []
+        for pol in dict.fromkeys(r["policy"] for r in sel):
+            pr = [r for r in sel if r["policy"] == pol]
+            seeds = sorted({int(r["seed"]) for r in pr})
+            S = int(max(r["slot"] for r in pr)) + 1
+            keys = [f"reward_ma{window}", f"normalised_reward_ma{window}", "loss"] + [f"{k}_reward_ma{window}"
+                                                                                   for k in refs]
+            arr = {k: np.full((len(seeds), S), np.nan) for k in keys}
+            for r in pr:
+                i, t = seeds.index(int(r["seed"])), int(r["slot"])
+                for k in keys:
+                    arr[k][i, t] = r.get(k, float("nan"))
+            s = {"label": pol.upper(), "colour": POLICY_STYLE.get(pol, ("black", "."))[0],
+                 "reward": arr[f"reward_ma{window}"], "norm": arr[f"normalised_reward_ma{window}"],
+                 "loss": arr["loss"], "refs": {k: arr[f"{k}_reward_ma{window}"] for k in refs
+                                               if np.isfinite(arr[f"{k}_reward_ma{window}"]).any()}}
+            series.append(s)
+        path = os.path.join(folder, f"convergence_{od}.png")
+        convergence_figure(path, series, f"{head}, overdue = {od}, {slots} slots", window, 0.0)
+        paths.append(path)
+    return paths
+
+
+
 # --- the CLI: redraw and compare ----------------------------------------------------------------------
-class _Error(Exception):
-    def __init__(self, field: str, why: str):
-        super().__init__(f"{field}: {why}")
-
-
 def load_run(folder: str) -> dict:
     """A train.grle results folder: summary.json, config.json and the per-slot columns of metrics.csv."""
     if not os.path.isdir(folder):
-        raise _Error("run_dir", f"not a folder: {folder}")
+        raise ConfigError("run_dir", f"not a folder: {folder}")
     paths = {n: os.path.join(folder, n) for n in ("summary.json", "metrics.csv", "config.json")}
     for n, p in paths.items():
         if not os.path.isfile(p):
-            raise _Error("run_dir", f"no {n} in {folder} (not a train.grle results folder)")
+            raise ConfigError("run_dir", f"no {n} in {folder} (not a train.grle results folder)")
     try:
         with open(paths["summary.json"]) as f:
             summary = json.load(f)
@@ -283,12 +408,12 @@ def load_run(folder: str) -> dict:
             config = json.load(f)
         summary["per_run"], config["window"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise _Error("run_dir", f"{folder}: unreadable summary.json or config.json ({err})") from None
+        raise ConfigError("run_dir", f"{folder}: unreadable summary.json or config.json ({err})") from None
     with open(paths["metrics.csv"], newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if not header or "slot" not in header or "run" not in header:
-            raise _Error("run_dir", f"{paths['metrics.csv']}: not a train.grle metrics.csv")
+            raise ConfigError("run_dir", f"{paths['metrics.csv']}: not a train.grle metrics.csv")
         rows = list(reader)
     i_slot = header.index("slot")
     names = header[i_slot + 1:]
@@ -305,7 +430,7 @@ def load_run(folder: str) -> dict:
     try:
         point_keys = list(summary["groups"][0]["point"])
     except (KeyError, IndexError, TypeError):
-        raise _Error("run_dir", f"{folder}: summary.json has no groups (not written by train.grle)") from None
+        raise ConfigError("run_dir", f"{folder}: summary.json has no groups (not written by train.grle)") from None
     table = [{k: row[k] for k in ("run", "seed", *point_keys)} for row in summary["per_run"]]
     return {"folder": folder, "summary": summary, "config": config, "cols": cols, "table": table,
             "window": int(config["window"]), "policy": summary.get("policy", config.get("policy", "?"))}
@@ -379,20 +504,9 @@ def comparison_table(runs: list[dict], labels: list[str]) -> str:
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one ``error: <field>: <why>`` line, exit 2."""
-
-    def error(self, message: str):  # noqa: D401
-        field = "run_dir" if "RUN_DIR" in message else "arguments"
-        if message.startswith("argument "):
-            head, _, why = message[len("argument "):].partition(": ")
-            field = head.split("/")[-1].lstrip("-").replace("-", "_")
-            message = why
-        raise _Error(field, message)
-
-
 def main(argv=None) -> int:
-    p = _Parser(prog="python -m train.plots", description=__doc__.split("\n\n")[0])
+    p = cli.Parser(prog="python -m train.plots", description=__doc__.split("\n\n")[0],
+                   positional={"RUN_DIR": "run_dir"})
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="results folders of python -m train.grle")
     p.add_argument("--out", default=None, metavar="PNG",
                    help="figure to write (default RUN_DIR/convergence.png for one folder, compare.png for several)")
@@ -402,11 +516,11 @@ def main(argv=None) -> int:
         runs = [load_run(d) for d in a.runs]
         out = a.out or (os.path.join(a.runs[0], "convergence.png") if len(a.runs) == 1 else "compare.png")
         if not out.lower().endswith(".png"):
-            raise _Error("out", f"must be a .png file, got {out}")
+            raise ConfigError("out", f"must be a .png file, got {out}")
         parent = os.path.dirname(os.path.abspath(out))
         if not os.path.isdir(parent):
-            raise _Error("out", f"folder does not exist: {parent}")
-    except _Error as err:
+            raise ConfigError("out", f"folder does not exist: {parent}")
+    except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     labels = _labels(runs)

@@ -42,11 +42,6 @@ from grle_jax.profile import DEFAULT_PROFILE, Profile
 
 from .loop import Hyper, RunState, Trainer, make_hyper, make_trainer
 
-# Compiler options of ``init``. LLVM -O0 compiled GRLE's init in 1.9 s instead of 4.4 s, but gave
-# initial weights 1 ulp away from the -O3 program of ``make_train``/``Trainer.batched``, and every
-# entry point must give the same numbers for the same seed: kept at the default.
-INIT_OPTIONS: dict = {}
-
 ENV_FIELDS = ("slot_ms", "deadline_ms", "rho", "p_link", "p_active", "topology_every", "size_kb",
               "rate_mbps", "phi_range", "eps_range", "csi_range", "scenario")
 STATIC_FIELDS = ("policy", "devices", "servers", "overdue", "mlp_hidden", "gcn_hidden", "head_hidden")
@@ -221,6 +216,9 @@ class Executor:
         flat, treedef = jax.tree_util.tree_flatten(rs.axes, is_leaf=lambda x: x is None)
         layout = (self.shard, tuple(str(d) for d in jax.devices()))
         self._key = (tr.key, treedef, tuple(flat)) + layout
+        # (Compiled at the default optimisation level: LLVM -O0 compiled GRLE's init in 1.9 s instead
+        # of 4.4 s but gave initial weights 1 ulp away from make_train's, and every entry point must
+        # give the same numbers for the same seed.)
         # A graph network's initial variables do not depend on N (Actor.shape_free): they come from
         # ONE program shared by every N and by GRL and GRLE (drawing them is most of an init's
         # compile time); the rest of the state from a small program of this trainer.
@@ -238,12 +236,10 @@ class Executor:
             self._run = tr.batched("run", rs.axes)
         if split:
             self._vars = _cached(("variables", tr.actor.init_key) + layout,
-                                 lambda: jax.jit(batch(variables, (0,)), compiler_options=INIT_OPTIONS))
-            self._init = _cached(self._key + ("init",), lambda: jax.jit(batch(init_with, (0, rs.axes, 0)),
-                                                                         compiler_options=INIT_OPTIONS))
+                                 lambda: jax.jit(batch(variables, (0,))))
+            self._init = _cached(self._key + ("init",), lambda: jax.jit(batch(init_with, (0, rs.axes, 0))))
         else:
-            self._init = _cached(self._key + ("init",), lambda: jax.jit(batch(init, (0, rs.axes)),
-                                                                         compiler_options=INIT_OPTIONS))
+            self._init = _cached(self._key + ("init",), lambda: jax.jit(batch(init, (0, rs.axes))))
 
     # padding repeats the last run (its results are dropped)
     def _padded(self, x, axis_is_batched=True):

@@ -21,26 +21,16 @@ import json
 import os
 import sys
 
+from grle_jax import cli
 from grle_jax.errors import ConfigError
 
 EXIT_COLOURS = ("#fde725", "#5ec962", "#21918c", "#3b528b", "#440154", "#f89540", "#cc4778")
 ES_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # noqa: D401
-        field = "arguments"
-        if message.startswith("argument "):
-            head, _, why = message[len("argument "):].partition(": ")
-            field = head.split("/")[-1].lstrip("-").replace("-", "_")
-            message = why
-        elif "required" in message and "TRACE" in message.upper():
-            field = "trace"
-        raise ConfigError(field, message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m train.timeline", description=__doc__.split("\n\n")[0])
+    p = cli.Parser(prog="python -m train.timeline", description=__doc__.split("\n\n")[0],
+                   positional={"TRACE": "trace"})
     p.add_argument("trace", metavar="TRACE.jsonl", help="a trace written by python -m train.grle --trace")
     p.add_argument("--slots", default=None, metavar="A:B", help="slots A..B-1 (default: the first 10)")
     p.add_argument("--out", default=None, metavar="PNG", help="the picture (default: TRACE-timeline.png)")
@@ -240,16 +230,19 @@ def checked_draw(head: dict, slots: list[dict], a: int, b: int):
 
 
 def main(argv=None) -> int:
-    try:
+    box = {}
+
+    def prepare():
         args = build_parser().parse_args(argv)
         head, slots = load(args.trace)
         a, b = parse_slots(args.slots, [s["t"] for s in slots])
         out = args.out if args.out is not None else os.path.splitext(args.trace)[0] + "-timeline.png"
         check_out(out, args.trace)
-        fig = checked_draw(head, slots, a, b)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        box.update(fig=checked_draw(head, slots, a, b), a=a, b=b, out=out)
+
+    if cli.run(prepare):
         return 2
+    fig, a, b, out = box["fig"], box["a"], box["b"], box["out"]
     import matplotlib.pyplot as plt
 
     from .outputs import save_figure

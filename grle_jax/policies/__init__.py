@@ -10,94 +10,116 @@ and DROOE, the final exit of each ES (e = E-1) for GRL and DROO.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..agent import AgentStatic, LEARNING_POLICIES, option_index
+from ..agent import GRAPH_POLICIES, LEARNING_POLICIES, AgentStatic, option_index
 from ..config import EnvParams, EnvStatic
 from ..graph import DenseLayout, build_graph, canonical_graph, live_mask, union
 from ..types import Observation
 from .gcn import GCNActor
 from .mlp import DROOActor
 
-__all__ = ["Actor", "make_actor", "live_mask", "masked_bce", "masked_log_softmax", "masked_softmax_ce",
-           "gumbel_samples", "LEARNING_POLICIES"]
+__all__ = ["Actor", "GraphActor", "MLPActor", "make_actor", "live_mask", "masked_bce", "masked_log_softmax",
+           "masked_softmax_ce", "gumbel_samples", "LEARNING_POLICIES"]
 
 
 @dataclass(frozen=True)
 class Actor:
+    """What the learning loop needs of an actor; ``GraphActor`` (GRL, GRLE) and ``MLPActor`` (DROO,
+    DROOE) implement it. Frozen and hashable (a static argument of ``jit``): ``options_`` holds the
+    option map as a tuple, ``option_idx`` gives it as an array."""
+
     static: EnvStatic
     policy: str
-    option_idx: np.ndarray  # (P,)
-    module: object
+    options_: tuple  # (P,) environment option m * E + e of each policy option
+    module: object  # the flax module
+
+    shape_free: ClassVar[bool] = False  # True: the variables do not depend on N or on the options
+
+    @property
+    def option_idx(self) -> np.ndarray:
+        """(P,) int32: the environment option ``m * E + e`` of each policy option."""
+        return np.asarray(self.options_, np.int32)
 
     @property
     def options(self) -> int:
-        return len(self.option_idx)
+        return len(self.options_)
 
     def apply(self, variables, obs: Observation, params: EnvParams) -> jax.Array:
         """(N, P) logits."""
-        if self.policy in ("grl", "grle"):
-            graph, mask = build_graph(self.static, params, obs, self.option_idx)
-            layout = DenseLayout(1, self.static.n, self.options)  # dense aggregation (policies.gcn)
-            return self.module.apply(variables, graph, mask, layout).reshape(self.static.n, self.options)
-        return self.module.apply(variables, obs, params)
+        raise NotImplementedError
 
     def apply_batch(self, variables, obs: Observation, params: EnvParams) -> jax.Array:
-        """(B, N, P) logits of B observations (every leaf with a leading B axis), one set of
-        variables. GRL/GRLE: one pass over the disjoint union of the B graphs (``graph.union``),
-        the same numbers as ``vmap(apply)`` up to float32 summation order; DROO/DROOE: ``vmap``."""
-        if self.policy in ("grl", "grle"):
-            graphs, masks = jax.vmap(lambda o: build_graph(self.static, params, o, self.option_idx))(obs)
-            b = masks.shape[0]
-            graph, mask = union(graphs, masks)
-            layout = DenseLayout(b, self.static.n, self.options)
-            return self.module.apply(variables, graph, mask, layout).reshape(b, self.static.n, self.options)
+        """(B, N, P) logits of B observations (every leaf with a leading B axis), one set of variables."""
         return jax.vmap(self.apply, in_axes=(None, 0, None))(variables, obs, params)
 
     @property
-    def shape_free(self) -> bool:
-        """GRL/GRLE: the network's parameters do not depend on N or on the options (a graph
-        network), so ``init`` needs no observation and one compiled ``init`` serves every N and
-        both GCN policies (``init_key``). DROO/DROOE: the MLP's sizes are N * M in, N * P out."""
-        return self.policy in ("grl", "grle")
-
-    @property
     def init_key(self) -> tuple:
-        """Everything that fixes ``init``'s program (for a shape-free actor: the module alone)."""
-        return ("gcn", self.module) if self.shape_free else ("actor", self)
+        """Everything that fixes ``init``'s program."""
+        return ("actor", self)
 
     def init(self, key, obs: Observation | None = None, params: EnvParams | None = None):
-        """The network's variables. Flax draws every parameter from ``key`` and its shape, never
-        from the input's values: a GCN is initialised on a canonical one-edge graph (the same
-        feature widths as every real graph), which gives exactly the variables a real graph gives."""
-        if self.shape_free:
-            graph, mask = canonical_graph()
-            return self.module.init(key, graph, mask)
+        """The network's variables."""
         return self.module.init(key, obs, params)
 
     def live(self, obs: Observation) -> jax.Array:
         """(N, P) bool: the options each device may take this slot."""
         return live_mask(self.static, self.option_idx, obs)
 
-    def __hash__(self):
-        return hash((self.static, self.policy, tuple(int(i) for i in self.option_idx), self.module))
 
-    def __eq__(self, other):
-        return isinstance(other, Actor) and hash(self) == hash(other)
+@dataclass(frozen=True)
+class GraphActor(Actor):
+    """GRL and GRLE: the graph convolutional actor (``policies.gcn``) over the device/option graph."""
+
+    shape_free: ClassVar[bool] = True  # a graph network: its parameters do not depend on N or P
+
+    def apply(self, variables, obs: Observation, params: EnvParams) -> jax.Array:
+        graph, mask = build_graph(self.static, params, obs, self.option_idx)
+        layout = DenseLayout(1, self.static.n, self.options)  # dense aggregation (policies.gcn)
+        return self.module.apply(variables, graph, mask, layout).reshape(self.static.n, self.options)
+
+    def apply_batch(self, variables, obs: Observation, params: EnvParams) -> jax.Array:
+        """One pass over the disjoint union of the B graphs (``graph.union``): the same numbers as
+        ``vmap(apply)`` up to float32 summation order."""
+        graphs, masks = jax.vmap(lambda o: build_graph(self.static, params, o, self.option_idx))(obs)
+        b = masks.shape[0]
+        graph, mask = union(graphs, masks)
+        layout = DenseLayout(b, self.static.n, self.options)
+        return self.module.apply(variables, graph, mask, layout).reshape(b, self.static.n, self.options)
+
+    @property
+    def init_key(self) -> tuple:
+        """The module alone: one compiled ``init`` serves every N and both GCN policies."""
+        return ("gcn", self.module)
+
+    def init(self, key, obs: Observation | None = None, params: EnvParams | None = None):
+        """Flax draws every parameter from ``key`` and its shape, never from the input's values: a
+        GCN is initialised on a canonical one-edge graph (the same feature widths as every real
+        graph), which gives exactly the variables a real graph gives; no observation needed."""
+        graph, mask = canonical_graph()
+        return self.module.init(key, graph, mask)
+
+
+@dataclass(frozen=True)
+class MLPActor(Actor):
+    """DROO and DROOE: the MLP on channel states (``policies.mlp``); its sizes are N * M in, N * P out."""
+
+    def apply(self, variables, obs: Observation, params: EnvParams) -> jax.Array:
+        return self.module.apply(variables, obs, params)
 
 
 def make_actor(env: EnvStatic, agent: AgentStatic) -> Actor:
     if agent.policy not in LEARNING_POLICIES:
         raise ValueError(f"{agent.policy!r} is not a learning policy")
-    idx = option_index(agent.policy, env)
-    if agent.policy in ("grl", "grle"):
-        module = GCNActor(hidden=tuple(agent.gcn_hidden), head=agent.head_hidden)
-    else:
-        module = DROOActor(devices=env.n, options=len(idx), hidden=tuple(agent.mlp_hidden))
-    return Actor(static=env, policy=agent.policy, option_idx=idx, module=module)
+    idx = tuple(int(i) for i in option_index(agent.policy, env))
+    if agent.policy in GRAPH_POLICIES:
+        return GraphActor(env, agent.policy, idx, GCNActor(hidden=tuple(agent.gcn_hidden), head=agent.head_hidden))
+    module = DROOActor(devices=env.n, options=len(idx), hidden=tuple(agent.mlp_hidden))
+    return MLPActor(env, agent.policy, idx, module)
 
 
 def masked_bce(logits: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
