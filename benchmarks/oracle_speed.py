@@ -36,6 +36,7 @@ from grle_jax.scenario import observe, reset, sample
 
 
 def timed(fn, *args, reps: int):
+    """(seconds of the first call, compilation included; median seconds of ``reps`` further calls)."""
     t0 = time.perf_counter()
     jax.block_until_ready(fn(*args))
     compile_s = time.perf_counter() - t0

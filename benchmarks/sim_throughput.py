@@ -15,29 +15,16 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 import jax
-import numpy as np
 
 from grle_jax.baselines import random_policy
+from benchmarks.oracle_speed import timed
 from grle_jax import cli as toolkit
 from grle_jax.config import Config, check_int
 from grle_jax.errors import ConfigError
 from grle_jax.dynamics import score, step
 from grle_jax.scenario import observe, reset, sample
-
-
-def timed(fn, *args, reps: int):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    compile_s = time.perf_counter() - t0
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return compile_s, float(np.median(times))
 
 
 def make_sim(static, params, slots: int):

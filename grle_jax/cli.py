@@ -72,6 +72,23 @@ def run(body: Callable[[], Any]) -> int:
     return out if isinstance(out, int) and not isinstance(out, bool) else 0
 
 
+def read_json(path: str, field: str):
+    """A JSON file the user named with ``field``; a missing, unreadable or invalid file is a
+    ``ConfigError(field, why)``."""
+    import json
+    import os
+
+    if not os.path.isfile(path):
+        raise ConfigError(field, f"file not found: {path}")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(field, f"{path} is not valid JSON ({err})") from None
+    except OSError as err:
+        raise ConfigError(field, f"cannot read {path} ({err.strerror})") from None
+
+
 # --- the shared flags ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Flag:

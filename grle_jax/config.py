@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -119,14 +118,9 @@ class Config:
 
     @staticmethod
     def load(path: str) -> "Config":
-        if not os.path.isfile(path):
-            raise ConfigError("config", f"file not found: {path}")
-        try:
-            with open(path) as f:
-                d = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError("config", f"{path} is not valid JSON ({err})") from None
-        return Config.from_dict(d)
+        from .cli import read_json
+
+        return Config.from_dict(read_json(path, "config"))
 
     # ------------------------------------------------------------------------------------------
     def static(self, profile: Profile = DEFAULT_PROFILE) -> "EnvStatic":

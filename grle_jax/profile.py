@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,14 +130,9 @@ class Profile:
 
     @staticmethod
     def load(path: str) -> "Profile":
-        if not os.path.isfile(path):
-            raise ConfigError("profile", f"file not found: {path}")
-        try:
-            with open(path) as f:
-                d = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError("profile", f"{path} is not valid JSON ({err})") from None
-        return Profile.from_dict(d)
+        from .cli import read_json
+
+        return Profile.from_dict(read_json(path, "profile"))
 
 
 PROFILE_FIELDS = ("exits", "acc", "devices", "es_map", "meta")

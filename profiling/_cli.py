@@ -57,18 +57,6 @@ def positive_int(value, field: str, minimum: int = 1) -> int:
     return value
 
 
-def read_json(path: str, field: str):
-    if not os.path.isfile(path):
-        raise ConfigError(field, f"file not found: {path}")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(field, f"{path} is not valid JSON ({err})") from None
-    except OSError as err:
-        raise ConfigError(field, f"cannot read {path} ({err.strerror})") from None
-
-
 CREATED_FOLDERS = ("results", "runs")  # git-ignored folders of the current directory the tools create
 
 

@@ -37,6 +37,7 @@ import sys
 
 import jax
 
+from grle_jax import cli
 from grle_jax.errors import ConfigError
 from grle_jax.profile import DEFAULT_PROFILE, Profile
 
@@ -59,7 +60,7 @@ def read_accuracy(spec: str) -> tuple[dict[int, float], str]:
     """exit -> accuracy from ``--accuracy`` (a train_exits JSON or 'paper'), and a label of the source."""
     if spec == "paper":
         return paper_accuracy(), "paper (docs/model.md section 1, VGG-16 on CIFAR-10)"
-    d = _cli.read_json(spec, "accuracy")
+    d = cli.read_json(spec, "accuracy")
     if not isinstance(d, dict) or "exits" not in d or "acc" not in d:
         raise ConfigError("accuracy", f"{spec}: must be a JSON object with exits and acc lists "
                                       "(the accuracy.json of profiling.train_exits)")
@@ -101,7 +102,7 @@ def select_exits(acc: dict[int, float], count: int = DEFAULT_COUNT) -> list[int]
 
 
 def read_timing(spec: str) -> dict:
-    d = _cli.read_json(spec, "timing")
+    d = cli.read_json(spec, "timing")
     if not isinstance(d, dict) or not isinstance(d.get("devices"), list):
         raise ConfigError("timing", f"{spec}: must be the JSON of profiling.time_exits (a devices list)")
     if d.get("format") not in (None, TIMING_FORMAT):

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from grle_jax import cli
 from grle_jax.errors import ConfigError
 
 from . import _cli
@@ -264,13 +265,13 @@ def train(dataset: str, data: str | None = None, width: float = 1.0, epochs: int
         raise ConfigError("out", f"{out} already holds a checkpoint: pass --resume to continue it, "
                                  "or choose another --out")
     if resume and have:
-        old = _cli.read_json(run_path, "resume")
+        old = cli.read_json(run_path, "resume")
         for k in RESUME_KEYS:
             if old.get(k) != settings[k]:
                 raise ConfigError("resume", f"the checkpoint in {out} was made with {k} = {old.get(k)!r}, "
                                             f"not {settings[k]!r}")
         if os.path.isfile(hist_path):
-            history = _cli.read_json(hist_path, "resume")
+            history = cli.read_json(hist_path, "resume")
     elif resume:
         log(f"note: no checkpoint in {out}; starting afresh")
     else:

@@ -115,3 +115,19 @@ def test_metrics_by_hand():
                                [np.nan, np.nan, 1.0, 2.0, 3.0, 5.0])
     np.testing.assert_allclose(moving_mean(np.array([[2.0, np.nan, 4.0]]), 2), [[2.0, 2.0, 4.0]])
     np.testing.assert_allclose(normalised_reward([1.0, 0.0, 2.0], [2.0, 0.0, 2.0]), [0.5, 1.0, 1.0])
+
+
+def test_final_window():
+    # docs/model.md section 3: one final window for every command: the last 10 %, at least 50 slots
+    from grle_jax.metrics import final_window
+    from train.experiments import Cell, sweep_rows
+
+    assert [final_window(s) for s in (10_000, 3000, 501, 499, 50, 20, 1)] == [1000, 300, 50, 50, 50, 20, 1]
+    # train.experiments' final_* columns are that window: a run whose last 300 of 3000 slots differ
+    S, R = 3000, 2
+    recs = {k: np.ones((R, S), np.float32) for k in ("tasks", "on_time", "acc_sum", "reward", "loss")}
+    recs["acc_sum"][:, -300:] = 0.5
+    recs["acc_sum"][:, -301] = 0.0  # just outside the window: must not count
+    cell = Cell(experiment="devices", scenario="base", policy="greedy", n=4, t_ms=20.0, overdue="abort")
+    rows = sweep_rows(cell, recs, 1.0)
+    assert all(r["final_slots"] == 300 and r["final_avg_accuracy"] == 0.5 for r in rows)

@@ -37,6 +37,7 @@ from grle_jax.agent import ALL_POLICIES, LEARNING_POLICIES, AgentConfig
 from grle_jax import cli
 from grle_jax.config import INT32_MAX, SCENARIOS, Config, check_int, check_scenario
 from grle_jax.errors import ConfigError
+from grle_jax.metrics import FINAL_WINDOW_TEXT
 from grle_jax.profile import DEFAULT_PROFILE, Profile
 
 DEFAULT_WINDOW = 50  # moving-average window (slots) of the curves
@@ -556,7 +557,7 @@ def write_outputs(plan: Plan, recs: dict, table: list[dict], wall: float, compil
         "policy": plan.policy, "scenario": plan.cfg.scenario, "devices": plan.cfg.devices,
         "servers": plan.cfg.servers, "slots": S, "seed": plan.seed, "seeds": plan.seeds, "runs": R,
         "wall_s": wall, "agent_slots_per_s": _speed(R, S - plan.extra.get("start", 0), wall),
-        "device": device_kind(),
+        "device": device_kind(), "final_window_rule": FINAL_WINDOW_TEXT,
     }
     if len(groups) == 1:  # one grid point: its mean over seeds at top level (a single run's values)
         for k, v in groups[0]["metrics"].items():

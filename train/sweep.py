@@ -25,8 +25,6 @@ slot index only, so the chunk boundaries leave no trace in the numbers.
 from __future__ import annotations
 
 import itertools
-import json
-import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -50,14 +48,9 @@ SWEEP_FIELDS = AGENT_FIELDS + ENV_FIELDS
 
 # --- the grid ----------------------------------------------------------------------------------------
 def load_sweep(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise ConfigError("sweep", f"file not found: {path}")
-    try:
-        with open(path) as f:
-            grid = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError("sweep", f"{path} is not valid JSON ({err})") from None
-    return check_grid(grid)
+    from grle_jax.cli import read_json
+
+    return check_grid(read_json(path, "sweep"))
 
 
 def check_grid(grid) -> dict:
