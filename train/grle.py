@@ -33,8 +33,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from grle_jax.agent import ALL_POLICIES, LEARNING_POLICIES, AgentConfig
 from grle_jax import cli
+from grle_jax.agent import ALL_POLICIES, LEARNING_POLICIES, AgentConfig
 from grle_jax.config import INT32_MAX, SCENARIOS, Config, check_int, check_scenario
 from grle_jax.errors import ConfigError
 from grle_jax.metrics import FINAL_WINDOW_TEXT

@@ -34,7 +34,7 @@ import numpy as np
 
 from grle_jax.agent import DYNAMIC_FIELDS as AGENT_FIELDS
 from grle_jax.agent import AgentConfig
-from grle_jax.config import SCENARIOS, Config
+from grle_jax.config import SCENARIOS, Config, check_scenario
 from grle_jax.errors import ConfigError
 from grle_jax.profile import DEFAULT_PROFILE, Profile
 
@@ -78,9 +78,7 @@ def apply_point(cfg: Config, agent: AgentConfig, point: dict) -> tuple[Config, A
     env_changes, agent_changes = {}, {}
     for k, v in point.items():
         if k == "scenario":
-            if not isinstance(v, str) or v not in SCENARIOS:
-                raise ConfigError("sweep.scenario", f"unknown scenario {v!r} (choose from {', '.join(SCENARIOS)})")
-            env_changes.update(scenario=v, **SCENARIOS[v])
+            env_changes.update(scenario=v, **SCENARIOS[check_scenario(v, "sweep.scenario")])
         elif k in AGENT_FIELDS:
             agent_changes[k] = v
         else:
