@@ -191,3 +191,25 @@ def test_ours_chunks_leave_no_trace():
     for k in whole:
         np.testing.assert_array_equal(whole[k], parts[k], err_msg=k)
     assert (whole["k_pos"] >= 1).all() and (whole["k_pos"] <= whole["k"]).all()
+
+
+def test_ablation_rows_switch_one_ingredient_each(capsys):
+    # benchmarks.ablation (docs/training.md's ablation table): every row but "ours" and "paper" differs
+    # from our default in exactly one ingredient; bad input is one line, exit 2
+    from benchmarks import ablation
+
+    ours = AgentConfig(policy="grle").explicit()
+    for name, over in ablation.ROWS.items():
+        row = AgentConfig(policy="grle", **over).explicit()
+        diff = [k for k in ("loss", "greedy_candidate", "samples", "critic_rounds", "lookahead")
+                if getattr(row, k) != getattr(ours, k)]
+        if name == "ours":
+            assert diff == []
+        elif name == "paper":
+            assert row.variant == "paper" and len(diff) >= 3
+        else:
+            assert len(diff) == 1, (name, diff)
+    for argv, field in ((["--rows", "foo"], "rows"), (["--settings", ""], "settings"), (["--seeds", "0"], "seeds")):
+        assert ablation.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {field}:"), err
