@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -87,6 +88,32 @@ def read_json(path: str, field: str):
         raise ConfigError(field, f"{path} is not valid JSON ({err})") from None
     except OSError as err:
         raise ConfigError(field, f"cannot read {path} ({err.strerror})") from None
+
+
+def comma_list(field: str, text: str, kind=int, lo: int = 1) -> tuple:
+    """``"4,10,20"`` -> (4, 10, 20), duplicates dropped: integers >= ``lo`` that int32 holds, or
+    (``kind=float``) positive numbers that float32 holds; else ``ConfigError(field, why)``."""
+    from .config import FLOAT32_MAX, INT32_MAX
+
+    try:
+        vals = tuple(kind(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(field, f"must be comma-separated {'integers' if kind is int else 'numbers'}, "
+                                 f"got {text!r}") from None
+    if not vals:
+        raise ConfigError(field, "is empty")
+    if kind is int:
+        for bad, why in (([v for v in vals if v < lo], f"at least {lo}"),
+                         ([v for v in vals if v > INT32_MAX], f"at most {INT32_MAX}")):
+            if bad:
+                raise ConfigError(field, f"values must be {why}, got {bad[0]}")
+    else:
+        for v in vals:
+            if not math.isfinite(v) or v <= 0:
+                raise ConfigError(field, f"values must be positive, got {v}")
+            if v > FLOAT32_MAX:
+                raise ConfigError(field, f"values must be at most {FLOAT32_MAX:.4g} (float32), got {v}")
+    return tuple(dict.fromkeys(vals))
 
 
 # --- the shared flags ---------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ import numpy as np
 
 from grle_jax import cli
 from grle_jax.agent import ALL_POLICIES, LEARNING_POLICIES, AgentConfig
-from grle_jax.config import FLOAT32_MAX, INT32_MAX, OVERDUE_RULES, Config, check_int
+from grle_jax.config import OVERDUE_RULES, Config, check_int
 from grle_jax.errors import ConfigError
 from grle_jax.metrics import FINAL_WINDOW_TEXT, final_window  # "final" metrics: one definition, every command
 
@@ -166,37 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _int_list(field: str, text: str, lo: int) -> tuple:
-    try:
-        vals = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ConfigError(field, f"must be comma-separated integers, got {text!r}") from None
-    if not vals:
-        raise ConfigError(field, "is empty")
-    bad = [v for v in vals if v < lo]
-    if bad:
-        raise ConfigError(field, f"values must be at least {lo}, got {bad[0]}")
-    bad = [v for v in vals if v > INT32_MAX]
-    if bad:
-        raise ConfigError(field, f"values must be at most {INT32_MAX}, got {bad[0]}")
-    return tuple(dict.fromkeys(vals))
-
-
-def _float_list(field: str, text: str) -> tuple:
-    try:
-        vals = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ConfigError(field, f"must be comma-separated numbers, got {text!r}") from None
-    if not vals:
-        raise ConfigError(field, "is empty")
-    for v in vals:
-        if not np.isfinite(v) or v <= 0:
-            raise ConfigError(field, f"values must be positive, got {v}")
-        if v > FLOAT32_MAX:
-            raise ConfigError(field, f"values must be at most {FLOAT32_MAX:.4g} (float32), got {v}")
-    return tuple(dict.fromkeys(vals))
-
-
 def plan_from_args(args) -> Plan:
     if args.name not in NAMES:
         raise ConfigError("name", f"unknown experiment {args.name!r} (choose from {', '.join(NAMES)})")
@@ -218,10 +187,10 @@ def plan_from_args(args) -> Plan:
     else:
         raise ConfigError("overdue", f"must be abort, keep or both, got {od!r}")
     if args.n_values is not None:
-        n_values = _int_list("n_values", args.n_values, 1)
+        n_values = cli.comma_list("n_values", args.n_values, int, 1)
     else:
         n_values = QUICK["n_values"] if args.quick else N_VALUES
-    t_values = _float_list("t_values", args.t_values) if args.t_values is not None else T_VALUES
+    t_values = cli.comma_list("t_values", args.t_values, float) if args.t_values is not None else T_VALUES
     policies = None
     if args.policies is not None:
         policies = tuple(dict.fromkeys(x.strip() for x in args.policies.split(",") if x.strip()))
