@@ -3,17 +3,19 @@
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]      # OUT_DIR defaults to $OUT, else results/gpu_check
 #
-# Runs, each step under its own time cap and a global budget (GPU_CHECK_BUDGET_S, default 460 s,
+# Runs, each step under its own time cap and a global budget (GPU_CHECK_BUDGET_S, default 470 s,
 # so the whole script ends within 8 minutes; a step is cut to what is left of the budget):
 #   1. env.json          jax devices, nvidia-smi, versions
-#   2. throughput/       python -m benchmarks.throughput (JAX vs batched torch), B = 16 .. 131,072
-#                        (needs torch; without it: benchmarks.sim_throughput, JAX only, same B)
-#   3. train_speed/      python -m benchmarks.train_speed, GRLE and DROO, 1, 64, 1,024 and 8,192 runs
+#   2. time_exits.json   python -m profiling.time_exits on the GPU (batch 1 and 64), timed
+#   3. throughput/       python -m benchmarks.throughput (JAX vs batched torch on cuda), B = 16 ..
+#                        131,072 (throughput.json rewritten after every cell; a cell that fails, say
+#                        out of memory, is recorded and the next one runs). Without torch:
+#                        benchmarks.sim_throughput, JAX only, same B
+#   4. train_speed/      python -m benchmarks.train_speed, GRLE and DROO, 1, 64, 1,024 and 8,192 runs
 #                        side by side, one process per policy (its JSON is rewritten after every run
 #                        count, so an out-of-memory at 8,192 runs loses nothing measured before)
-#   4. paper_quick/      python -m train.experiments paper --quick, cold (a fresh, empty compile
-#                        cache), wall time in paper_quick.json, the grid's own timing.json inside
-#   5. time_exits.json   python -m profiling.time_exits on the GPU (batch 1 and 64), timed
+#   5. paper_quick/      python -m train.experiments paper --quick, cold (a fresh, empty compile
+#                        cache), wall time in steps.jsonl, the grid's own timing.json inside
 # and summary.json: every step's command, exit status, wall seconds and JSON files. A step that
 # runs past its cap is killed (exit status 124) and the next one starts; what it wrote stays.
 #
@@ -32,7 +34,7 @@
 # script itself, on a CPU); GPU_CHECK_ALLOW_CPU=1 runs the real sizes without a GPU.
 set -u
 OUT_DIR="${1:-${OUT:-results/gpu_check}}"
-BUDGET="${GPU_CHECK_BUDGET_S:-460}"
+BUDGET="${GPU_CHECK_BUDGET_S:-470}"
 SMOKE="${GPU_CHECK_SMOKE:-0}"
 PY="${PYTHON:-python}"
 ONLY=",${GPU_CHECK_ONLY:-throughput,train_speed,paper_quick,time_exits},"
@@ -101,36 +103,41 @@ if [[ "$SMOKE" == "1" ]]; then
   BATCHES=2,4; RUNS="1 2"; TS_SLOTS=10; TS_REPS=1; TP_EXTRA=(--reps 1 --sim-slots 5 --cand-steps 1 --train-slots 10
     --grle-reps 1 --target-s 0.05 --loop-target-s 0.05 --loop-max-batch 2)
   PAPER=(--quick --policies random --n-values 4 --seeds 1 --slots 20); EXITS=(--exits 1,2 --width 0.125 --reps 2 --warmup 1)
-  CAP_TP=300; CAP_TS=200; CAP_PAPER=300; CAP_EXITS=120
-else  # caps: guesses for an H200 (never run); their sum plus start-up stays under 8 minutes
+  CAP_TP=300; CAP_TS_GRLE=200; CAP_TS_DROO=200; CAP_PAPER=300; CAP_EXITS=120
+else  # caps: guesses for an H200 (compiles dominate); their sum plus start-up stays under 8 minutes
   BATCHES=16,1024,8192,131072; RUNS="1 64 1024 8192"; TS_SLOTS=10; TS_REPS=3
-  TP_EXTRA=(--reps 3 --grle-reps 2 --loop-max-batch 16 --budget-s 105)
+  # torch on cuda: one thread count (the CPU threads do not matter there), no Python-loop form (a
+  # CPU figure, measured on the CPU machine), the training metrics to B = 8,192, the metrics most
+  # asked about first (the budget skips what is left)
+  TP_EXTRA=(--reps 3 --grle-reps 2 --loop-max-batch 0 --threads "$(nproc)" --target-s 0.3
+    --train-batches 16,1024,8192 --metrics sim,cand_k64,train_droo,train_grle,cand_k16 --budget-s 140)
   PAPER=(--quick); EXITS=(--devices gpu --batch 64 --reps 50 --warmup 5)
-  CAP_TP=120; CAP_TS=100; CAP_PAPER=110; CAP_EXITS=40
+  CAP_TP=160; CAP_TS_GRLE=95; CAP_TS_DROO=55; CAP_PAPER=110; CAP_EXITS=45
 fi
 
-# --- 2. throughput ---------------------------------------------------------------------------------
+# --- 2. the profiling stage's exit timing (first: short, and the profile's own figure) ---------
+step time_exits "$CAP_EXITS" "$PY" -m profiling.time_exits --out "$OUT_DIR/time_exits.json" "${EXITS[@]}"
+
+# --- 3. throughput ---------------------------------------------------------------------------------
 if [[ "$HAVE_TORCH" == "1" ]]; then
-  step throughput "$CAP_TP" "$PY" -m benchmarks.throughput --out "$OUT_DIR/throughput" --batches "$BATCHES" "${TP_EXTRA[@]}"
+  step throughput "$CAP_TP" env XLA_PYTHON_CLIENT_MEM_FRACTION=0.45 "$PY" -m benchmarks.throughput --out "$OUT_DIR/throughput" --batches "$BATCHES" "${TP_EXTRA[@]}"
 else
   step sim_throughput "$CAP_TP" "$PY" -m benchmarks.sim_throughput --batches "$BATCHES" --states 8192 \
     --json "$OUT_DIR/throughput/sim_throughput.json"
 fi
 
-# --- 3. training speed, one process per policy -----------------------------------------------------
+# --- 4. training speed, one process per policy -----------------------------------------------------
 for policy in grle droo; do
-  step "train_speed_$policy" "$CAP_TS" "$PY" -m benchmarks.train_speed --policy "$policy" --runs $RUNS \
+  cap=CAP_TS_${policy^^}
+  step "train_speed_$policy" "${!cap}" "$PY" -m benchmarks.train_speed --policy "$policy" --runs $RUNS \
     --slots "$TS_SLOTS" --reps "$TS_REPS" --json "$OUT_DIR/train_speed/$policy.json"
 done
 
-# --- 4. the paper's --quick grid, cold -------------------------------------------------------------
+# --- 5. the paper's --quick grid, cold -------------------------------------------------------------
 rm -rf "$OUT_DIR/paper_quick/jax_cache"
 JAX_COMPILATION_CACHE_DIR="$OUT_DIR/paper_quick/jax_cache" \
   step paper_quick "$CAP_PAPER" "$PY" -m train.experiments paper "${PAPER[@]}" --out "$OUT_DIR/paper_quick/results"
 rm -rf "$OUT_DIR/paper_quick/jax_cache"  # compiled programs: large, and not figures
-
-# --- 5. the profiling stage's exit timing ----------------------------------------------------------
-step time_exits "$CAP_EXITS" "$PY" -m profiling.time_exits --out "$OUT_DIR/time_exits.json" "${EXITS[@]}"
 
 # --- summary ---------------------------------------------------------------------------------------
 "$PY" - "$OUT_DIR" "$START" <<'PYEOF'

@@ -292,7 +292,7 @@ def make_cand_data(p, B: int, K: int, steps: int, seed: int = 0) -> dict:
     return {"obs": obs, "cands": cands}
 
 
-def run_benchmark(a) -> dict:
+def run_benchmark(a, checkpoint=None) -> dict:
     import torch
 
     from benchmarks import torch_reference as tr
@@ -357,115 +357,122 @@ def run_benchmark(a) -> dict:
                 continue
             if metric.startswith("train_") and a.train_batches and B not in [int(x) for x in a.train_batches.split(",")]:
                 continue
-            if metric == "sim":
-                slots = a.sim_slots
-                fn, args, adv = J.sim_fn(B, slots)
-                m = jax_measure(fn, args, adv, a.reps)
-                m["units"] = B * slots
-                add("jax", metric, B, m, {"slots": slots})
+            try:
+                if metric == "sim":
+                    slots = a.sim_slots
+                    fn, args, adv = J.sim_fn(B, slots)
+                    m = jax_measure(fn, args, adv, a.reps)
+                    m["units"] = B * slots
+                    add("jax", metric, B, m, {"slots": slots})
 
-                def tb():
-                    env = tr.BatchedEnv(p, B, 0, tdev)
-                    n = _calibrated_slots(env.run_random, a.target_s, 5, 2000)
-                    m = torch_measure(lambda: env.run_random(n), a.reps, tsync)
-                    m.update(units=B * n, slots=n)
-                    return m
-
-                m = torch_best_threads(tb, thread_options)
-                add("torch_batched", metric, B, m, {"slots": m["slots"]})
-                if loop_ok(metric, B):
-                    torch.set_num_threads(1)
-                    envs = [tr.LoopEnv(p, i) for i in range(B)]
-                    run = lambda k: [e.run_random(k) for e in envs]  # noqa: E731
-                    n = _calibrated_slots(run, a.loop_target_s, 2, 100000)
-                    m = torch_measure(lambda: run(n), a.reps, lambda _: None)
-                    m["units"] = B * n
-                    add("torch_loop", metric, B, m, {"slots": n})
-            elif metric.startswith("cand_k"):
-                K = int(metric[len("cand_k"):])
-                steps = a.cand_steps
-                data = make_cand_data(p, B, K, steps)
-                fn, args, _ = J.cand_fn(B, K, steps, data)
-                m = jax_measure(fn, args, None, a.reps)
-                m["units"] = B * K * steps
-                add("jax", metric, B, m, {"steps": steps})
-                obs_t = [{k: torch.from_numpy(np.ascontiguousarray(v[i])).to(tdev) for k, v in data["obs"].items()}
-                         for i in range(steps)]
-                cands_t = torch.from_numpy(data["cands"]).long().to(tdev)
-
-                @torch.no_grad()
-                def tb_call():
-                    acc = None
-                    for i in range(steps):
-                        R = tr.batched_score(p, obs_t[i], (cands_t + i) % p.options)
-                        acc = R[:, 0] if acc is None else acc + R[:, 0]
-                    return acc
-
-                def tb():
-                    m = torch_measure(tb_call, a.reps, tsync)
-                    m["units"] = B * K * steps
-                    return m
-
-                add("torch_batched", metric, B, torch_best_threads(tb, thread_options), {"steps": steps})
-                if loop_ok(metric, B):
-                    torch.set_num_threads(1)
-                    obs_l = [[{k: v[i, b].tolist() for k, v in data["obs"].items()} for b in range(B)]
-                             for i in range(steps)]
-                    cands_l = data["cands"].tolist()
-                    O = p.options
-
-                    def tl(n_steps):
-                        tot = 0.0
-                        for i in range(n_steps):
-                            ii = i % steps
-                            for b in range(B):
-                                ob = obs_l[ii][b]
-                                for c in cands_l[b]:
-                                    tot += tr.loop_score(p, ob, [(x + ii) % O for x in c])
-                        return tot
-
-                    n = _calibrated_slots(tl, a.loop_target_s, 1, 100000)
-                    m = torch_measure(lambda: tl(n), a.reps, lambda _: None)
-                    m["units"] = B * K * n
-                    add("torch_loop", metric, B, m, {"steps": n})
-            elif metric.startswith("train_"):
-                policy = metric[len("train_"):]
-                slots = a.train_slots if policy == "droo" else a.grle_slots
-                reps = a.reps if policy == "droo" else max(1, min(a.reps, a.grle_reps))
-                fn, args, adv, length = J.jax_online_training_fn(policy, B, slots)
-                m = jax_measure(fn, args, adv, reps, static_tail=(length,))
-                m["units"] = B * slots
-                extra = {"slots": slots}
-                if policy == "grle":
-                    extra.update(grle_flops(J, policy, B, m["compiled"], a.train_every_default))
-                row = add("jax", metric, B, m, extra)
-                if "flops_per_agent_slot" in row:
-                    row["gflops_reached"] = row["flops_per_agent_slot"] * row["rate"] / 1e9
-                    row["fraction_of_peak"] = row["gflops_reached"] / res["matmul_peak"]["gflops"]
-                    print(f"#   GRLE: {row['flops_per_agent_slot'] / 1e6:.1f} MFLOP/agent-slot (XLA cost "
-                          f"analysis), {row['gflops_reached']:.1f} GFLOP/s = {100 * row['fraction_of_peak']:.1f}% "
-                          f"of the matmul peak", flush=True)
-                del m, fn, args
-                if B <= (a.torch_train_max_batch if policy == "droo" else a.torch_grle_max_batch):
                     def tb():
-                        agent = tr.BatchedAgent(p, policy, B, 0, tdev, k=a.k)
-                        lo = 10 if policy == "droo" else a.grle_slots
-                        n = _calibrated_slots(agent.run, a.target_s, lo, 1000, multiple=10)
-                        m = torch_measure(lambda: agent.run(n), reps, tsync)
+                        env = tr.BatchedEnv(p, B, 0, tdev)
+                        n = _calibrated_slots(env.run_random, a.target_s, 5, 2000)
+                        m = torch_measure(lambda: env.run_random(n), a.reps, tsync)
                         m.update(units=B * n, slots=n)
                         return m
 
                     m = torch_best_threads(tb, thread_options)
                     add("torch_batched", metric, B, m, {"slots": m["slots"]})
-                if loop_ok(metric, B):
-                    torch.set_num_threads(1)
-                    agents = [tr.LoopAgent(p, policy, i, k=a.k) for i in range(B)]
-                    run = lambda k: [ag.run(k) for ag in agents]  # noqa: E731
-                    n = _calibrated_slots(run, a.loop_target_s, 10, 100000, multiple=10)
-                    m = torch_measure(lambda: run(n), reps, lambda _: None)
-                    m["units"] = B * n
-                    add("torch_loop", metric, B, m, {"slots": n})
+                    if loop_ok(metric, B):
+                        torch.set_num_threads(1)
+                        envs = [tr.LoopEnv(p, i) for i in range(B)]
+                        run = lambda k: [e.run_random(k) for e in envs]  # noqa: E731
+                        n = _calibrated_slots(run, a.loop_target_s, 2, 100000)
+                        m = torch_measure(lambda: run(n), a.reps, lambda _: None)
+                        m["units"] = B * n
+                        add("torch_loop", metric, B, m, {"slots": n})
+                elif metric.startswith("cand_k"):
+                    K = int(metric[len("cand_k"):])
+                    steps = a.cand_steps
+                    data = make_cand_data(p, B, K, steps)
+                    fn, args, _ = J.cand_fn(B, K, steps, data)
+                    m = jax_measure(fn, args, None, a.reps)
+                    m["units"] = B * K * steps
+                    add("jax", metric, B, m, {"steps": steps})
+                    obs_t = [{k: torch.from_numpy(np.ascontiguousarray(v[i])).to(tdev) for k, v in data["obs"].items()}
+                             for i in range(steps)]
+                    cands_t = torch.from_numpy(data["cands"]).long().to(tdev)
+
+                    @torch.no_grad()
+                    def tb_call():
+                        acc = None
+                        for i in range(steps):
+                            R = tr.batched_score(p, obs_t[i], (cands_t + i) % p.options)
+                            acc = R[:, 0] if acc is None else acc + R[:, 0]
+                        return acc
+
+                    def tb():
+                        m = torch_measure(tb_call, a.reps, tsync)
+                        m["units"] = B * K * steps
+                        return m
+
+                    add("torch_batched", metric, B, torch_best_threads(tb, thread_options), {"steps": steps})
+                    if loop_ok(metric, B):
+                        torch.set_num_threads(1)
+                        obs_l = [[{k: v[i, b].tolist() for k, v in data["obs"].items()} for b in range(B)]
+                                 for i in range(steps)]
+                        cands_l = data["cands"].tolist()
+                        O = p.options
+
+                        def tl(n_steps):
+                            tot = 0.0
+                            for i in range(n_steps):
+                                ii = i % steps
+                                for b in range(B):
+                                    ob = obs_l[ii][b]
+                                    for c in cands_l[b]:
+                                        tot += tr.loop_score(p, ob, [(x + ii) % O for x in c])
+                            return tot
+
+                        n = _calibrated_slots(tl, a.loop_target_s, 1, 100000)
+                        m = torch_measure(lambda: tl(n), a.reps, lambda _: None)
+                        m["units"] = B * K * n
+                        add("torch_loop", metric, B, m, {"steps": n})
+                elif metric.startswith("train_"):
+                    policy = metric[len("train_"):]
+                    slots = a.train_slots if policy == "droo" else a.grle_slots
+                    reps = a.reps if policy == "droo" else max(1, min(a.reps, a.grle_reps))
+                    fn, args, adv, length = J.jax_online_training_fn(policy, B, slots)
+                    m = jax_measure(fn, args, adv, reps, static_tail=(length,))
+                    m["units"] = B * slots
+                    extra = {"slots": slots}
+                    if policy == "grle":
+                        extra.update(grle_flops(J, policy, B, m["compiled"], a.train_every_default))
+                    row = add("jax", metric, B, m, extra)
+                    if "flops_per_agent_slot" in row:
+                        row["gflops_reached"] = row["flops_per_agent_slot"] * row["rate"] / 1e9
+                        row["fraction_of_peak"] = row["gflops_reached"] / res["matmul_peak"]["gflops"]
+                        print(f"#   GRLE: {row['flops_per_agent_slot'] / 1e6:.1f} MFLOP/agent-slot (XLA cost "
+                              f"analysis), {row['gflops_reached']:.1f} GFLOP/s = {100 * row['fraction_of_peak']:.1f}% "
+                              f"of the matmul peak", flush=True)
+                    del m, fn, args
+                    if B <= (a.torch_train_max_batch if policy == "droo" else a.torch_grle_max_batch):
+                        def tb():
+                            agent = tr.BatchedAgent(p, policy, B, 0, tdev, k=a.k)
+                            lo = 10 if policy == "droo" else a.grle_slots
+                            n = _calibrated_slots(agent.run, a.target_s, lo, 1000, multiple=10)
+                            m = torch_measure(lambda: agent.run(n), reps, tsync)
+                            m.update(units=B * n, slots=n)
+                            return m
+
+                        m = torch_best_threads(tb, thread_options)
+                        add("torch_batched", metric, B, m, {"slots": m["slots"]})
+                    if loop_ok(metric, B):
+                        torch.set_num_threads(1)
+                        agents = [tr.LoopAgent(p, policy, i, k=a.k) for i in range(B)]
+                        run = lambda k: [ag.run(k) for ag in agents]  # noqa: E731
+                        n = _calibrated_slots(run, a.loop_target_s, 10, 100000, multiple=10)
+                        m = torch_measure(lambda: run(n), reps, lambda _: None)
+                        m["units"] = B * n
+                        add("torch_loop", metric, B, m, {"slots": n})
+            except Exception as e:  # noqa: BLE001 - one cell failing (out of memory, a missing op) keeps the rest
+                msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+                print(f"# {metric} B={B} failed: {msg}", flush=True)
+                res.setdefault("errors", []).append({"metric": metric, "batch": B, "error": msg})
             torch.set_num_threads(cores)
+            if checkpoint is not None:
+                checkpoint(res)  # what is measured so far survives a kill
     try:
         res["machine"]["loadavg_end"] = os.getloadavg()
     except OSError:
@@ -621,11 +628,18 @@ def main(argv=None) -> dict:
         if a.train_batches is None:
             a.train_batches = "16"
     t0 = time.perf_counter()
-    res = run_benchmark(a)
-    res["wall_s"] = time.perf_counter() - t0
     os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "throughput.json"), "w") as f:
-        json.dump(res, f, indent=1, default=float)
+    path = os.path.join(a.out, "throughput.json")
+
+    def write(res):
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(res, f, indent=1, default=float)
+        os.replace(tmp, path)
+
+    res = run_benchmark(a, checkpoint=lambda r: write(dict(r, partial=True)))
+    res["wall_s"] = time.perf_counter() - t0
+    write(res)
     plot(res, os.path.join(a.out, "throughput.png"))
     print()
     print(markdown_table(res))
