@@ -3,7 +3,7 @@
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]      # OUT_DIR defaults to $OUT, else results/gpu_check
 #
-# Runs, each step under its own time cap and a global budget (GPU_CHECK_BUDGET_S, default 470 s,
+# Runs, each step under its own time cap and a global budget (GPU_CHECK_BUDGET_S, default 480 s,
 # so the whole script ends within 8 minutes; a step is cut to what is left of the budget):
 #   1. env.json          jax devices, nvidia-smi, versions
 #   2. time_exits.json   python -m profiling.time_exits on the GPU (batch 1 and 64), timed
@@ -19,22 +19,21 @@
 # and summary.json: every step's command, exit status, wall seconds and JSON files. A step that
 # runs past its cap is killed (exit status 124) and the next one starts; what it wrote stays.
 #
-# Wheels to carry (the GPU machine has no network): on a machine with one, for its Python,
-#   pip download "jax[cuda12]==0.10.2" -d wheels/     # jax, jaxlib, jax-cuda12-plugin,
-#                                                     # jax-cuda12-pjrt, nvidia-* (cublas, cudnn,
-#                                                     # cuda-runtime, cufft, cusolver, cusparse,
-#                                                     # nccl, nvjitlink, cuda-nvcc, cuda-cupti)
-#   pip download torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126 -d wheels/  # optional
-#   pip download flax optax jraph orbax-checkpoint matplotlib -d wheels/   # if not installed there
-# (jax[cuda13] instead where the driver is CUDA 13), then on the GPU machine
-#   pip install --no-index --find-links wheels/ "jax[cuda12]==0.10.2" torch flax optax jraph ...
-#   pip install --no-index --no-deps -e .
+# Wheels to carry (the GPU machine has no network): only what its image lacks. The lent H200
+# (2026-11-29) had jax 0.11.2 with jax-cuda13-plugin, flax, optax, chex, orbax-checkpoint,
+# matplotlib and torch 2.11.0+cu130 (a cuda build: the torch side runs on the GPU); it lacked jraph:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl jraph==0.0.6.dev0
+# and there, from the repository's root (no install needed):
+#   pip install --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
+#   PYTHON=python3 bash benchmarks/gpu_check.sh "$OUT/gpu"
+# On a machine without jax's CUDA build, carry "jax[cuda13]" (or cuda12, to match the driver) and
+# its nvidia-* wheels the same way.
 # GPU_CHECK_ONLY=throughput,train_speed,paper_quick,time_exits (the default: all) runs a subset.
 # GPU_CHECK_SMOKE=1 runs every step at toy sizes on whatever backend there is (a check of this
 # script itself, on a CPU); GPU_CHECK_ALLOW_CPU=1 runs the real sizes without a GPU.
 set -u
 OUT_DIR="${1:-${OUT:-results/gpu_check}}"
-BUDGET="${GPU_CHECK_BUDGET_S:-470}"
+BUDGET="${GPU_CHECK_BUDGET_S:-480}"
 SMOKE="${GPU_CHECK_SMOKE:-0}"
 PY="${PYTHON:-python}"
 ONLY=",${GPU_CHECK_ONLY:-throughput,train_speed,paper_quick,time_exits},"
@@ -104,15 +103,16 @@ if [[ "$SMOKE" == "1" ]]; then
     --grle-reps 1 --target-s 0.05 --loop-target-s 0.05 --loop-max-batch 2)
   PAPER=(--quick --policies random --n-values 4 --seeds 1 --slots 20); EXITS=(--exits 1,2 --width 0.125 --reps 2 --warmup 1)
   CAP_TP=300; CAP_TS_GRLE=200; CAP_TS_DROO=200; CAP_PAPER=300; CAP_EXITS=120
-else  # caps: guesses for an H200 (compiles dominate); their sum plus start-up stays under 8 minutes
+else  # caps: from the H200 run of 2026-11-29 (time_exits 24 s, paper --quick cold 106 s, GRLE's
+      # train_speed about 80 s to 1,024 runs; compiles dominate); their sum stays under 8 minutes
   BATCHES=16,1024,8192,131072; RUNS="1 64 1024 8192"; TS_SLOTS=10; TS_REPS=3
   # torch on cuda: one thread count (the CPU threads do not matter there), no Python-loop form (a
   # CPU figure, measured on the CPU machine), the training metrics to B = 8,192, the metrics most
   # asked about first (the budget skips what is left)
   TP_EXTRA=(--reps 3 --grle-reps 2 --loop-max-batch 0 --threads "$(nproc)" --target-s 0.3
-    --train-batches 16,1024,8192 --metrics sim,cand_k64,train_droo,train_grle,cand_k16 --budget-s 140)
+    --train-batches 16,1024,8192 --metrics sim,cand_k64,train_droo,train_grle,cand_k16 --budget-s 130)
   PAPER=(--quick); EXITS=(--devices gpu --batch 64 --reps 50 --warmup 5)
-  CAP_TP=160; CAP_TS_GRLE=95; CAP_TS_DROO=55; CAP_PAPER=110; CAP_EXITS=45
+  CAP_TP=150; CAP_TS_GRLE=120; CAP_TS_DROO=45; CAP_PAPER=120; CAP_EXITS=35
 fi
 
 # --- 2. the profiling stage's exit timing (first: short, and the profile's own figure) ---------
