@@ -115,8 +115,9 @@ class RunSet:
 def build_runs(cfg: Config, agent: AgentConfig, seeds: int = 1, seed: int = 0, grid: dict | None = None,
                profile: Profile = DEFAULT_PROFILE, normalise: bool = False, normalise_from: int = 0,
                record_trace: bool = False) -> RunSet:
-    """Runs for every grid point and seed; seed ``seed + i`` of any run equals a lone run with that
-    seed (run key ``jax.random.key(seed + i)``). With ``normalise`` the exact oracle runs every slot
+    """Runs for every grid point and seed; run ``i`` has the key of seed ``seed + i``
+    (``jax.random.key(seed + i)``), so it draws what a lone run with that seed draws (its float sums
+    may differ in the last bit at large batch sizes: docs/training.md, "Many runs"). With ``normalise`` the exact oracle runs every slot
     from ``normalise_from`` on (its reward is NaN before: a long run can pay for the oracle in its
     final window only). With ``record_trace`` the records carry each slot's state, inputs, decision
     and outcome (``trace``; a trace file is written from run 0)."""
