@@ -116,8 +116,9 @@ def build_runs(cfg: Config, agent: AgentConfig, seeds: int = 1, seed: int = 0, g
                profile: Profile = DEFAULT_PROFILE, normalise: bool = False, normalise_from: int = 0,
                record_trace: bool = False) -> RunSet:
     """Runs for every grid point and seed; run ``i`` has the key of seed ``seed + i``
-    (``jax.random.key(seed + i)``), so it draws what a lone run with that seed draws (its float sums
-    may differ in the last bit at large batch sizes: docs/training.md, "Many runs"). With ``normalise`` the exact oracle runs every slot
+    (``jax.random.key(seed + i)``), so it draws what a lone run with that seed draws (its float
+    arithmetic depends on the batch width, so its numbers may part from the lone run's:
+    docs/training.md, "Many runs"). With ``normalise`` the exact oracle runs every slot
     from ``normalise_from`` on (its reward is NaN before: a long run can pay for the oracle in its
     final window only). With ``record_trace`` the records carry each slot's state, inputs, decision
     and outcome (``trace``; a trace file is written from run 0)."""
@@ -146,7 +147,7 @@ def build_runs(cfg: Config, agent: AgentConfig, seeds: int = 1, seed: int = 0, g
     stacked, axes = [], []
     for j in range(len(leaves[0])):
         vals = [np.asarray(ls[j]) for ls in leaves]
-        if seeds == 0 or all(np.array_equal(vals[0], v) for v in vals[1:]):
+        if all(np.array_equal(vals[0], v) for v in vals[1:]):
             stacked.append(jnp.asarray(vals[0]))
             axes.append(None)
         else:
@@ -163,7 +164,7 @@ def run_keys(seeds) -> jax.Array:
     """``jax.random.key(s)`` for every seed, stacked (shape (len(seeds),)). One vmapped call, not
     a ``jnp.stack`` of thousands of keys (whose XLA program has one operand per key and took 239 s
     to compile at 8,192 runs); seeds outside int32 take the key-by-key path. Equal either way
-    (tests/test_sweep.py::test_run_keys)."""
+    (tests/test_train.py::test_run_keys)."""
     seeds = [int(s) for s in seeds]
     if seeds and all(0 <= s < 2 ** 31 for s in seeds):
         return jax.vmap(jax.random.key)(jnp.asarray(seeds, dtype=jnp.int32))
