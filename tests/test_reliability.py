@@ -18,6 +18,7 @@ import pickle
 import shutil
 import time
 
+import numpy as np
 import pytest
 
 from train import experiments as ex
@@ -375,6 +376,35 @@ def test_sim_throughput_one_line(argv, field, capsys):
 
     assert sim_throughput.cli(argv) == 2
     one_line(capsys, field)
+
+
+@pytest.mark.parametrize("argv,field", [
+    (["--n-values", "1"], "n_values"), (["--n-values", "4,x"], "n_values"), (["--slots", "15"], "slots"),
+    (["--reps", "0"], "reps"), (["--group", "3"], "group"), (["--policies", "grle,mars"], "policies"),
+    (["--json", "/no/such/folder/x.json"], "json"),
+])
+def test_grid_estimate_one_line(argv, field, capsys):
+    from benchmarks import grid_estimate
+
+    assert grid_estimate.main(argv) == 2
+    one_line(capsys, field)
+
+
+def test_grid_estimate_arithmetic():
+    """The full grid's hours from per-N costs, against a plain count: 15 N values x 16 cells x
+    5 seeds x 10,000 slots, costs linear in N between the measured points and beyond them."""
+    from benchmarks.grid_estimate import estimate, interpolate
+
+    assert np.allclose(interpolate([4, 10], [1.0, 2.2], [2, 4, 7, 10, 30]), [0.6, 1.0, 1.6, 2.2, 6.2])
+    assert np.allclose(interpolate([4, 10], [1.0, 0.1], [30]), [0.025])  # never below a quarter of the least
+    rows = [{"policy": "p", "n": n, "ms_per_run_slot": 0.1 * n, "compile_s": 10.0} for n in (4, 30)]
+    conv = [{"policy": "grle", "ms_per_run_slot": 2.0, "compile_s": 20.0}]
+    est = estimate(rows, conv, group=1)["per_part"]
+    runs_per_n = 2 * 2 * 4 * 5  # T x rule x sweep x seed
+    plain = sum(0.1 * n * 1e-3 * runs_per_n * 10_000 for n in range(2, 31, 2))
+    assert est["p"]["run_s"] == pytest.approx(plain)
+    assert est["p"]["compile_s"] == pytest.approx(15 * 2 * 10.0)
+    assert est["convergence-grle"] == pytest.approx({"run_s": 2e-3 * 2 * 5 * 10_000, "compile_s": 40.0})
 
 
 def test_policy_quality_out_checked_first(tmp_path, capsys):
