@@ -137,6 +137,61 @@ def test_sequential_decode_without_lookahead_is_greedy(seed):
     np.testing.assert_array_equal(np.asarray(_decode(static, params, obs, every, 0.0)), b)
 
 
+def decode_by_evaluate(static, params, obs, options, lookahead=None):
+    """The sequential decode as first written: every try scored by a whole ``dynamics.evaluate``
+    of the devices placed so far (O(N^2) per try). The library's incremental decode must give
+    exactly its decisions."""
+    mask = jnp.repeat(obs.L, static.e, axis=-1)[:, options]
+    from grle_jax.baselines import greedy_order
+
+    order = greedy_order(static, obs)
+
+    def place(i, carry):
+        decision, placed = carry
+        d = order[i]
+        include = placed.at[d].set(True)
+
+        def try_option(o):
+            out = evaluate(static, params, obs, decision.at[d].set(o), include)
+            value = out.reward if lookahead is None else lookahead_score(params, out, lookahead)
+            return value, out.F[d]
+
+        R, F = jax.vmap(try_option)(options)
+        R = jnp.where(mask[d], R, -jnp.inf)
+        best_R = jnp.max(R)
+        F_tie = jnp.where(R == best_R, F, jnp.inf)
+        pick = jnp.argmax((R == best_R) & (F_tie == jnp.min(F_tie)))
+        can = obs.active[d] & jnp.any(mask[d])
+        return decision.at[d].set(jnp.where(can, options[pick].astype(jnp.int32), -1)), include
+
+    decision, _ = jax.lax.fori_loop(0, static.n, place, (jnp.full((static.n,), -1, jnp.int32),
+                                                          jnp.zeros((static.n,), bool)))
+    pos = jnp.argmax(decision[:, None] == options[None, :], axis=1).astype(jnp.int32)
+    return jnp.where(decision >= 0, pos, -1)
+
+
+@pytest.mark.parametrize("n,m,overdue,scenario", [(1, 1, "abort", "base"), (4, 3, "keep", "capacity"),
+                                                  (9, 2, "abort", "capacity"), (16, 2, "keep", "base")])
+def test_sequential_decode_equals_evaluate_tries(n, m, overdue, scenario):
+    # bit for bit, on 64 slots with queues, missing links and idle devices, every option or GRL's
+    # (the final exits), with and without the look-ahead
+    cfg = Config.for_scenario(scenario, devices=n, servers=m, overdue=overdue, p_link=0.7, p_active=0.8,
+                              deadline_ms=8.0 if n % 2 else 20.0)
+    static, params = cfg.static(), cfg.params()
+
+    def slot(k):
+        st = reset(static).replace(radio=8.0 * jax.random.uniform(k, (n,)),
+                                   es=15.0 * jax.random.uniform(jax.random.fold_in(k, 1), (m,)) - 3.0)
+        return observe(st, sample(k, params, st, static))
+
+    obs = jax.jit(jax.vmap(slot))(jax.random.split(jax.random.key(n), 64))
+    for opts in (jnp.asarray(option_index("grle", static)), jnp.asarray(option_index("grl", static))):
+        for look in (None, 3.0):
+            got = jax.jit(jax.vmap(lambda o: sequential_decode(static, params, o, opts, look)))(obs)
+            want = jax.jit(jax.vmap(lambda o: decode_by_evaluate(static, params, o, opts, look)))(obs)
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=f"{len(opts)} options, {look}")
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_lookahead_score_by_hand(seed):
     static, params, obs, live, logits = _slot(seed, scenario="capacity")
