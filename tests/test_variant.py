@@ -171,11 +171,12 @@ def decode_by_evaluate(static, params, obs, options, lookahead=None):
 
 
 @pytest.mark.parametrize("n,m,overdue,scenario,policy,look", [
-    (1, 1, "abort", "base", "grle", 3.0), (4, 3, "keep", "capacity", "grl", 3.0),
-    (9, 2, "abort", "capacity", "grle", None), (16, 2, "keep", "base", "grle", 3.0)])
+    (1, 1, "abort", "base", "grle", None), (4, 3, "keep", "capacity", "grl", 3.0),
+    (15, 2, "abort", "capacity", "grle", 3.0)])
 def test_sequential_decode_equals_evaluate_tries(n, m, overdue, scenario, policy, look):
     # bit for bit, on 64 slots with queues, missing links and idle devices, over GRLE's options
-    # (every exit) or GRL's (the final exits), with and without the look-ahead
+    # (every exit) or GRL's (the final exits), with and without the look-ahead (without it the decode
+    # is greedy, also checked against the float64 twin: test_greedy_matches_twin)
     cfg = Config.for_scenario(scenario, devices=n, servers=m, overdue=overdue, p_link=0.7, p_active=0.8,
                               deadline_ms=8.0 if n % 2 else 20.0)
     static, params = cfg.static(), cfg.params()
