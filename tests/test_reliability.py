@@ -245,7 +245,7 @@ def test_nan_loss_stops_naming_the_slot_and_keeps_the_slots_before(tmp_path, cap
     out = tmp_path / "nan"
     from test_train_cli import SMALL  # its compiled program (the learning rate is a dynamic value)
 
-    rc = main(SMALL + ["--slots", "100", "--lr", "1e30", "--quiet", "--out", str(out)])
+    rc = main(SMALL + ["--slots", "100", "--lr", "1e30", "--quiet", "--references", "none", "--out", str(out)])
     assert rc == 2
     line = one_line(capsys, "loss")
     slot = int(line.split(" at slot ")[1].split()[0])
