@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from .config import EnvParams, EnvStatic
-from .dynamics import evaluate, reachable
+from .dynamics import reachable
 from .types import Observation
 
 
@@ -62,8 +62,8 @@ def sequential_decode(static: EnvStatic, params: EnvParams, obs: Observation, op
     ties to the lower device index), so a try inserts the new task at its place and serves the N
     positions in order with the same recurrence and the same float operations as
     ``dynamics._kernel`` (O(N) per try instead of the kernel's O(N^2) rank-and-select); the
-    reward's sums run over the devices in index order, as the kernel's do. The decisions and
-    scores are bit-identical to scoring every try with ``evaluate``
+    reward's sums run over the devices in index order, as the kernel's do. The decisions are
+    bit-identical to those of scoring every try with ``evaluate``
     (tests/test_variant.py::test_sequential_decode_equals_evaluate_tries)."""
     from .dynamics import carry_over
 
