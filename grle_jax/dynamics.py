@@ -62,7 +62,7 @@ def _batch_minor(static: EnvStatic):
 
     @custom_batching.custom_vmap
     def outcome(*args):
-        return _kernel(static, *args)
+        return _chunked_kernel(static, *args)
 
     @outcome.def_vmap
     def _rule(axis_size, in_batched, *args):
@@ -77,6 +77,38 @@ def _batch_minor(static: EnvStatic):
         return jax.tree_util.tree_map(split, out), jax.tree_util.tree_map(lambda _: True, out)
 
     return outcome
+
+
+# Lanes (environments x candidates x runs, merged into the kernel's trailing axis) per chunk. A
+# batch wider than this runs as a ``lax.map`` over equal chunks of at most this many lanes, so
+# that the kernel's (N, lanes) intermediates stay in the caches (issue 14; docs/benchmarks.md,
+# "Chunked slot kernel"). Up to this width the program is the one it always was (bit-identical);
+# wider, XLA vectorises a chunk differently and rewards may move in the last bit.
+LANE_CHUNK = 8192
+
+
+def _chunked_kernel(static: EnvStatic, *args):
+    """``_kernel`` on the merged trailing axis, in equal chunks of at most ``LANE_CHUNK`` lanes
+    (padded with copies of the last lane to a multiple of 8, the padding dropped afterwards)."""
+    lanes = args[0].shape[-1]
+    if lanes <= LANE_CHUNK:
+        return _kernel(static, *args)
+    chunks = -(-lanes // LANE_CHUNK)
+    per = -(-lanes // chunks)  # ceil
+    width = -(-per // 8) * 8
+    pad = chunks * width - lanes
+
+    def split(a):
+        if pad:
+            a = jnp.concatenate([a, jnp.broadcast_to(a[..., -1:], a.shape[:-1] + (pad,))], axis=-1)
+        return jnp.moveaxis(a.reshape(a.shape[:-1] + (chunks, width)), -2, 0)
+
+    def join(o):
+        o = jnp.moveaxis(o, 0, -2)
+        return o.reshape(o.shape[:-2] + (chunks * width,))[..., :lanes]
+
+    out = jax.lax.map(lambda xs: _kernel(static, *xs), tuple(split(a) for a in args))
+    return jax.tree_util.tree_map(join, out)
 
 
 def _kernel(static: EnvStatic, D, rho, c, acc, radio0, es0, s, rate, phi, eps, L, has_task, option):

@@ -288,3 +288,41 @@ def test_inactive_and_unlinked_devices():
     assert not bool(out.has_task[2])
     assert bool(out.ok[1])
     assert float(out.reward) == pytest.approx(float(params.acc[0]) - 1.5, abs=1e-5)
+
+
+def test_chunked_kernel_equals_whole_batch(monkeypatch):
+    """A batch wider than ``dynamics.LANE_CHUNK`` lanes runs the slot kernel as a ``lax.map`` over
+    equal, padded chunks (issue 14). Forced here with a 64-lane chunk on 7 x 37 = 259 lanes (5
+    chunks of 56, 21 padded lanes): every outcome equals the whole batch's (booleans exactly,
+    times and rewards to float32 rounding: XLA vectorises a chunk differently) and each decision
+    scored alone."""
+    import grle_jax.dynamics as dyn
+
+    static, params = _setup(5, 2)
+    B, K = 7, 37
+    keys = jax.random.split(jax.random.key(4), B)
+    states = jax.vmap(lambda _: reset(static))(jnp.arange(B))
+    inps = jax.vmap(lambda k, s: sample(k, params, s, static))(keys, states)
+    obs = jax.vmap(observe)(states, inps)
+    opts = jax.random.randint(jax.random.key(5), (B, K, 5), -1, static.options + 1)
+
+    def outcomes():
+        dyn._batch_minor.cache_clear()  # the kernel reads LANE_CHUNK when it is traced
+        f = jax.vmap(jax.vmap(lambda o, c: evaluate(static, params, o, c), (None, 0)))
+        return jax.jit(f)(obs, opts), str(jax.make_jaxpr(f)(obs, opts)).count("scan[")
+
+    whole, loops = outcomes()  # 259 lanes: one pass (its only loop: the FCFS steps)
+    monkeypatch.setattr(dyn, "LANE_CHUNK", 64)
+    chunked, chunked_loops = outcomes()
+    assert chunked_loops == loops + 1  # the map over chunks
+    monkeypatch.undo()
+    dyn._batch_minor.cache_clear()
+    for name in ("ok", "served", "has_task"):
+        np.testing.assert_array_equal(np.asarray(getattr(chunked, name)), np.asarray(getattr(whole, name)), err_msg=name)
+    for name in ("A", "S", "F", "acc", "reward", "radio_after", "es_after"):
+        np.testing.assert_allclose(np.asarray(getattr(chunked, name)), np.asarray(getattr(whole, name)),
+                                   rtol=1e-6, atol=1e-5, err_msg=name)
+    one = jax.jit(lambda ob, o: evaluate(static, params, ob, o).reward)
+    for b, k in [(0, 0), (3, 20), (6, 36)]:  # first, middle and last lanes (the last chunk is padded)
+        ob = jax.tree_util.tree_map(lambda x: x[b], obs)
+        assert float(chunked.reward[b, k]) == pytest.approx(float(one(ob, opts[b, k])), abs=1e-5)
