@@ -79,20 +79,28 @@ def _batch_minor(static: EnvStatic):
     return outcome
 
 
-# Lanes (environments x candidates x runs, merged into the kernel's trailing axis) per chunk. A
-# batch wider than this runs as a ``lax.map`` over equal chunks of at most this many lanes, so
-# that the kernel's (N, lanes) intermediates stay in the caches (issue 14; docs/benchmarks.md,
-# "Chunked slot kernel"). Up to this width the program is the one it always was (bit-identical);
-# wider, XLA vectorises a chunk differently and rewards may move in the last bit.
+# Lanes (environments x candidates x runs, merged into the kernel's trailing axis) per chunk. On
+# a CPU a batch wider than this runs as a ``lax.map`` over equal chunks of at most this many
+# lanes, so that the kernel's (N, lanes) intermediates stay in the caches (issue 14;
+# docs/benchmarks.md, "Chunked slot kernel"). Up to this width the program is the one it always
+# was (bit-identical); wider, XLA vectorises a chunk differently and rewards may move in the last
+# bit. On other platforms (a GPU wants the whole batch in one kernel) it is always one pass.
 LANE_CHUNK = 8192
 
 
 def _chunked_kernel(static: EnvStatic, *args):
-    """``_kernel`` on the merged trailing axis, in equal chunks of at most ``LANE_CHUNK`` lanes
-    (padded with copies of the last lane to a multiple of 8, the padding dropped afterwards)."""
-    lanes = args[0].shape[-1]
-    if lanes <= LANE_CHUNK:
+    """``_kernel`` on the merged trailing axis; past ``LANE_CHUNK`` lanes, when compiled for a
+    CPU, in equal chunks (``lax.platform_dependent`` picks the branch when the program is lowered)."""
+    if args[0].shape[-1] <= LANE_CHUNK:
         return _kernel(static, *args)
+    return jax.lax.platform_dependent(*args, cpu=functools.partial(_in_chunks, static),
+                                      default=functools.partial(_kernel, static))
+
+
+def _in_chunks(static: EnvStatic, *args):
+    """``_kernel`` in equal chunks of at most ``LANE_CHUNK`` lanes (padded with copies of the
+    last lane to a multiple of 8, the padding dropped afterwards)."""
+    lanes = args[0].shape[-1]
     chunks = -(-lanes // LANE_CHUNK)
     per = -(-lanes // chunks)  # ceil
     width = -(-per // 8) * 8
