@@ -120,7 +120,9 @@ def sequential_decode(static: EnvStatic, params: EnvParams, obs: Observation, op
             return free, S.at[:, p].set(start_es)
 
         free0 = jnp.broadcast_to(jnp.maximum(obs.es, 0.0)[:, None], (n_es, n_opt))
-        es_after, S_pos = jax.lax.fori_loop(0, n, serve, (free0, jnp.zeros((n_opt, n), f32)))
+        # at most i + 1 tasks are placed (count <= i): the positions after them serve nothing, and
+        # what the loop would write there (S) is never read for a served task
+        es_after, S_pos = jax.lax.fori_loop(0, i + 1, serve, (free0, jnp.zeros((n_opt, n), f32)))
         # back to devices: a placed task behind the new one moved up one position
         posd_o = jnp.where(live_d[:, None] & (posd[None] >= q[:, None]), posd[None] + 1, posd[None])  # (P, N)
         posd_o = jnp.where((dev[None] == d) & live_d[:, None], q[:, None], posd_o)

@@ -138,6 +138,40 @@ def test_actor_uses_the_dense_path():
     assert "scatter-add" not in str(jax.make_jaxpr(actor.apply_batch)(v, obs_b, params))
     g, m = build_graph(static, params, obs, actor.option_idx)
     assert "scatter-add" in str(jax.make_jaxpr(actor.module.apply)(v, g, m))
+    # nor does the training step's gradient (the edge head's transpose included)
+    grad = jax.grad(lambda v: jnp.sum(actor.apply_batch(v, obs_b, params) ** 2))
+    assert "scatter-add" not in str(jax.make_jaxpr(grad)(v))
+
+
+def test_dense_edge_head_equals_the_gathers_bit_for_bit():
+    """The edge head's ``zd[senders] + zo[receivers]`` on the dense layout (a broadcast over the
+    (B, N, P) grid, ``gcn._pair_grid``) gives the gathers' values AND, in the backward pass, their
+    transpose's (a scatter-add in edge order) sums bit for bit: jitted, and vmapped over runs as
+    training runs it. So the dense head changed no result."""
+    from grle_jax.policies.gcn import _pair_grid
+
+    b, n, p, f = 3, 7, 6, 16
+    snd, rcv = edge_index(n, p)
+    off = (np.arange(b) * (n + p))[:, None]
+    snd, rcv = (snd[None] + off).reshape(-1), (rcv[None] + off).reshape(-1)
+    layout = DenseLayout(b, n, p)
+    k = jax.random.split(jax.random.key(0), 3)
+    zd, zo = (jax.random.normal(k[i], (4, b * (n + p), f)) for i in range(2))
+    ct = jax.random.normal(k[2], (4, b * n * p, f))
+
+    def both(fn):
+        def one(zd, zo, ct):
+            out, vjp = jax.vjp(fn, zd, zo)
+            return out, vjp(ct)
+        return jax.jit(jax.vmap(one))(zd, zo, ct)
+
+    want = both(lambda zd, zo: zd[snd] + zo[rcv])
+    got = both(lambda zd, zo: _pair_grid(layout, zd, zo))
+    for w, g in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    d_dev, d_opt = (np.asarray(x).reshape(4, b, n + p, f) for x in got[1])
+    assert np.abs(d_dev[:, :, :n]).min() > 0 and np.abs(d_opt[:, :, n:]).min() > 0  # every row got its sum
+    assert not d_dev[:, :, n:].any() and not d_opt[:, :, :n].any()
 
 
 def test_graph_fixed_shape():

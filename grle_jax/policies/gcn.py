@@ -28,6 +28,11 @@ Two implementations of the aggregation, the same map:
   nodes only, the edge maps after them on the summed edge features (``_aggregate_dense``). The
   same map as the general path up to the order of float32 operations (``tests/test_policies.py``
   checks that the two give the same logits and gradients).
+The edge head ``relu(W_d h_device + W_o h_option + W_x x + b)`` on the dense layout broadcasts the
+device and option maps over the (graphs, N, P) grid instead of gathering them per edge
+(``_pair_grid``); its backward pass sums over the grid in the order of the gathers' transpose (a
+scatter-add in edge order), so values and gradients are the gathers' bit for bit
+(``tests/test_policies.py::test_dense_edge_head_equals_the_gathers_bit_for_bit``).
 """
 
 from __future__ import annotations
@@ -123,5 +128,47 @@ class GCNActor(nn.Module):
         # Dense on [h_device || h_option || edge], split by blocks so the node parts run per node
         zd = nn.Dense(self.head, use_bias=False, name="head_device")(h)
         zo = nn.Dense(self.head, use_bias=False, name="head_option")(h)
-        z = nn.relu(zd[graph.senders] + zo[graph.receivers] + nn.Dense(self.head, name="head_edge")(graph.edges))
+        if layout is None:
+            pair = zd[graph.senders] + zo[graph.receivers]
+        else:
+            pair = _pair_grid(layout, zd, zo)
+        z = nn.relu(pair + nn.Dense(self.head, name="head_edge")(graph.edges))
         return nn.Dense(1)(z)[:, 0]
+
+
+def _pair_grid(layout: DenseLayout, zd: jnp.ndarray, zo: jnp.ndarray) -> jnp.ndarray:
+    """``zd[senders] + zo[receivers]`` on the dense layout, (E, F): the device rows broadcast over
+    the options and the option rows over the devices, no gather (nor, in the backward pass, scatter)."""
+    b, n, p = layout.graphs, layout.devices, layout.options
+    f = zd.shape[-1]
+    dev = zd.reshape(b, n + p, f)[:, :n]
+    opt = zo.reshape(b, n + p, f)[:, n:]
+    return _broadcast_pair(dev, opt).reshape(b * n * p, f)
+
+
+@jax.custom_vjp
+def _broadcast_pair(dev: jnp.ndarray, opt: jnp.ndarray) -> jnp.ndarray:
+    """(B, N, F), (B, P, F) -> (B, N, P, F): ``dev[:, :, None] + opt[:, None]``."""
+    return dev[:, :, None] + opt[:, None]
+
+
+def _broadcast_pair_fwd(dev, opt):
+    return _broadcast_pair(dev, opt), None
+
+
+def _in_order(terms):
+    """``0 + t_0 + t_1 + ...`` left to right: the order in which the scatter-add that is a
+    gather's transpose sums an edge list's rows (edge ``n * P + o``), so the gradients are the
+    general path's bit for bit."""
+    total = jnp.zeros_like(terms[0])
+    for t in terms:
+        total = total + t
+    return total
+
+
+def _broadcast_pair_bwd(_, g):
+    n, p = g.shape[1], g.shape[2]
+    return _in_order([g[:, :, o] for o in range(p)]), _in_order([g[:, i] for i in range(n)])
+
+
+_broadcast_pair.defvjp(_broadcast_pair_fwd, _broadcast_pair_bwd)
