@@ -5,9 +5,11 @@ For every sweep policy and a few N, one cell's program is built exactly as `trai
 builds it (`build_runs` over the base scenario, its S seeds side by side, the policy's default
 variant), compiled (timed apart: init plus the first chunk), then run for ``--reps`` repetitions
 of ``--slots`` slots each; the median gives milliseconds per run and slot. `train.experiments` runs
-one cell (its 5 seeds) per call of a program; ``--group G`` measures G cells' runs side by side
-instead (G x 5 runs: the cells of one (policy, N, rule) differ only in T and the scenario, which
-are dynamic values, so they could share one call).
+one cell (its 5 seeds) per call of a program, and ``--workers`` cells at once, each in its own
+thread (default one per core); so does this estimate (``--workers W``: W cells of the program,
+different seeds, in W threads; the wall time over all their runs). ``--group G`` measures G cells'
+runs side by side in one call instead (G x 5 runs: the cells of one (policy, N, rule) differ only
+in T and the scenario, which are dynamic values, so they could share one call).
 
 The full grid: N = 2, 4, ..., 30 (costs interpolated linearly in N between the measured points,
 the end segments extended), T = 20 and 30 ms, both overdue rules, four sweeps, 5 seeds, 10,000
@@ -17,6 +19,7 @@ with the exact oracle every slot, 2 rules x 5 seeds x 10,000 slots), measured th
 ``--convergence``.
 
     python -m benchmarks.grid_estimate                          # N = 4, 10, 20, 30, every policy
+    python -m benchmarks.grid_estimate --workers 1              # one cell at a time
     python -m benchmarks.grid_estimate --n-values 10 --policies grle --slots 50 --reps 2
 """
 
@@ -35,7 +38,13 @@ FULL_N = tuple(range(2, 31, 2))
 FULL = {"t_values": 2, "rules": 2, "sweeps": 4, "seeds": 5, "slots": 10_000}
 
 
-def measure(policy: str, n: int, runs: int, slots: int, reps: int, normalise: bool = False) -> dict:
+def measure(policy: str, n: int, runs: int, slots: int, reps: int, normalise: bool = False,
+            workers: int = 1) -> dict:
+    """One cell's program: compiled (timed apart), then ``reps`` repetitions of ``slots`` slots of
+    ``workers`` cells at once, each in its own thread as `train.experiments` runs them (cells of one
+    program, different seeds); ms per run-slot is the repetition's wall time over all their runs."""
+    import threading
+
     import jax
 
     from grle_jax.agent import AgentConfig
@@ -43,24 +52,37 @@ def measure(policy: str, n: int, runs: int, slots: int, reps: int, normalise: bo
     from train.sweep import Executor, build_runs
 
     cfg = Config.for_scenario("base", devices=n, slot_ms=20.0, overdue="abort")
-    t0 = time.perf_counter()
-    rs = build_runs(cfg, AgentConfig(policy=policy), seeds=runs, seed=0, normalise=normalise)
-    ex = Executor(rs, shard=False)
-    state = ex.init()
-    state, rec = ex.run(state, 0, slots)
-    jax.block_until_ready(rec)
-    first = time.perf_counter() - t0
-    times, t = [], slots
-    for _ in range(reps):
-        t1 = time.perf_counter()
+    cells, firsts = [], []
+    for w in range(workers):
+        t0 = time.perf_counter()
+        rs = build_runs(cfg, AgentConfig(policy=policy), seeds=runs, seed=w * runs, normalise=normalise)
+        ex = Executor(rs, shard=False)
+        state = ex.init()
+        state, rec = ex.run(state, 0, slots)
+        jax.block_until_ready(rec)
+        firsts.append(time.perf_counter() - t0)  # the first cell's compiles, the others' do not
+        cells.append([ex, state, slots])
+
+    def advance(cell):
+        ex, state, t = cell
         state, rec = ex.run(state, t, slots)
         jax.block_until_ready(rec)
+        cell[1], cell[2] = state, t + slots
+
+    times = []
+    for _ in range(reps):
+        threads = [threading.Thread(target=advance, args=(c,)) for c in cells]
+        t1 = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
         times.append(time.perf_counter() - t1)
-        t += slots
     med = statistics.median(times)
-    ms = 1e3 * med / (runs * slots)
-    return {"policy": policy, "n": n, "runs": runs, "slots_per_rep": slots, "reps": reps, "median_s": med,
-            "ms_per_run_slot": ms, "first_call_s": first, "compile_s": max(first - med, 0.0)}
+    ms = 1e3 * med / (workers * runs * slots)
+    return {"policy": policy, "n": n, "runs": runs, "workers": workers, "slots_per_rep": slots, "reps": reps,
+            "median_s": med, "ms_per_run_slot": ms, "first_call_s": firsts[0],
+            "compile_s": max(firsts[0] - (firsts[1] if workers > 1 else med), 0.0)}
 
 
 def interpolate(ns: list[int], values: list[float], at) -> np.ndarray:
@@ -109,6 +131,9 @@ def _main(argv) -> int:
     p.add_argument("--policies", default="grle,grl,droo,drooe,greedy,random", help="comma-separated")
     p.add_argument("--group", type=int, default=1,
                    help="cells side by side per program call (train.experiments: 1, its seeds)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="cells running at once, each in its own thread (train.experiments --workers; default: "
+                        "one per CPU core)")
     p.add_argument("--slots", type=int, default=100, help="slots per repetition (a multiple of train_every = 10)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--convergence", action="store_true", help="also measure the convergence experiment's cells")
@@ -131,6 +156,10 @@ def _main(argv) -> int:
     if not 1 <= group or cells_per_n % group:
         raise ConfigError("group", f"must divide {cells_per_n} (the cells of one N), got {group}")
     check_int("reps", args.reps, 1)
+    import os
+
+    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    check_int("workers", workers, 1)
     check_int("slots", args.slots, 10)
     if args.slots % 10:
         raise ConfigError("slots", f"must be a multiple of train_every = 10, got {args.slots}")
@@ -145,7 +174,8 @@ def _main(argv) -> int:
 
     runs = FULL["seeds"] * group
     print(f"# full paper grid estimate, device {device_kind()}, jax {jax.__version__}; "
-          f"{group} cell(s) per program = {runs} runs side by side; {args.slots} slots x {args.reps} reps")
+          f"{group} cell(s) per program = {runs} runs side by side; {workers} cell(s) at once in threads; "
+          f"{args.slots} slots x {args.reps} reps")
     print(f"{'policy':>8} {'N':>4} {'ms/run-slot':>12} {'compile s':>10}")
     rows, conv = [], []
 
@@ -157,7 +187,7 @@ def _main(argv) -> int:
 
     for pol in policies:
         for n in n_values:
-            r = measure(pol, n, runs, args.slots, args.reps)
+            r = measure(pol, n, runs, args.slots, args.reps, workers=workers)
             rows.append(r)
             print(f"{pol:>8} {n:>4} {r['ms_per_run_slot']:>12.3f} {r['compile_s']:>10.1f}", flush=True)
             dump()
@@ -165,7 +195,7 @@ def _main(argv) -> int:
         from train.experiments import CONVERGENCE_N, CONVERGENCE_POLICIES
 
         for pol in CONVERGENCE_POLICIES:
-            r = measure(pol, CONVERGENCE_N, FULL["seeds"], args.slots, args.reps, normalise=True)
+            r = measure(pol, CONVERGENCE_N, FULL["seeds"], args.slots, args.reps, normalise=True, workers=workers)
             conv.append(r)
             print(f"{'conv-' + pol:>8} {CONVERGENCE_N:>4} {r['ms_per_run_slot']:>12.3f} {r['compile_s']:>10.1f}",
                   flush=True)
@@ -174,7 +204,8 @@ def _main(argv) -> int:
     print("\n# the full grid (N = 2..30, 2 T x 2 rules x 4 sweeps x 5 seeds x 10,000 slots), hours:")
     for part, v in est["per_part"].items():
         print(f"  {part:>18}: run {v['run_s'] / 3600:6.2f} h  compile {v['compile_s'] / 3600:5.2f} h")
-    print(f"  {'total':>18}: {est['total_s'] / 3600:.2f} h (one after another; the measured N: {n_values})")
+    print(f"  {'total':>18}: {est['total_s'] / 3600:.2f} h ({workers} cell(s) at once, compiles one after another; "
+          f"the measured N: {n_values})")
     dump()
     return 0
 

@@ -116,7 +116,8 @@ def test_claim_ratios():
 
 
 def test_threads_compiling_side_by_side_change_no_number(tiny_sweep, tmp_path):
-    """--workers 2 runs the first cell of each program in a thread pool: same rows as one thread."""
+    """--workers 2 runs the cells in a thread pool (the first cell of each program, then the others two
+    at a time): the same rows as one thread."""
     out = tmp_path / "one"
     assert ex.main(["devices", *TINY, "--out", str(out), "--workers", "1"]) == 0
     drop = ("cell_wall_s",)

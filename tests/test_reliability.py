@@ -381,6 +381,7 @@ def test_sim_throughput_one_line(argv, field, capsys):
 @pytest.mark.parametrize("argv,field", [
     (["--n-values", "1"], "n_values"), (["--n-values", "4,x"], "n_values"), (["--slots", "15"], "slots"),
     (["--reps", "0"], "reps"), (["--group", "3"], "group"), (["--policies", "grle,mars"], "policies"),
+    (["--workers", "0"], "workers"),
     (["--json", "/no/such/folder/x.json"], "json"),
 ])
 def test_grid_estimate_one_line(argv, field, capsys):

@@ -112,7 +112,7 @@ class Plan:
     resume: bool
     chunk: int
     quiet: bool
-    workers: int = 1  # threads compiling distinct programs side by side
+    workers: int = 1  # threads running cells side by side (distinct programs compile side by side too)
     critic_rounds: int | None = None  # of the learning policies (grle_jax.critic); None: the variant's
     variant: str | None = None  # of the learning policies; None: each policy's default
     overwrite: bool = False  # delete the cells of an earlier run (else they are refused, or kept by resume)
@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "a folder holding cells is refused)")
     cli.add(p, "chunk", "quiet", "critic_rounds", "variant")
     p.add_argument("--workers", type=int, default=None,
-                   help="threads compiling distinct programs side by side (default: one per CPU core)")
+                   help="threads running cells side by side, distinct programs compiling first (default: one "
+                        "per CPU core)")
     return p
 
 
@@ -720,8 +721,10 @@ def run(plan: Plan) -> dict:
 
     # Compilation dominates short runs. The first cell of every distinct program, over ALL the
     # experiments, runs in a pool of one thread per core, the costliest programs first, so that the
-    # cores stay busy until the last compile; every other cell then reuses a compiled program, one
-    # after another, experiment by experiment.
+    # cores stay busy until the last compile. Every other cell then reuses a compiled program, in
+    # the same pool: a cell's program is mostly small kernels that keep one core busy, so two cells
+    # at once deliver 1.4x to 2.2x the run-slots per second of one on a 2-core CPU (docs/benchmarks.md,
+    # "Cells side by side"). Each cell's numbers do not depend on what runs beside it.
     firsts, seen = [], set()
     for exp in plan.experiments:
         for item in todo[exp]:
@@ -729,30 +732,32 @@ def run(plan: Plan) -> dict:
             if key not in seen:
                 firsts.append(item)
                 seen.add(key)
-    workers = min(plan.workers, len(firsts))
-    if workers > 1:
-        order = sorted(firsts, key=lambda it: (-(it[1].experiment == "convergence"),
-                                               -COMPILE_RANK.get(it[1].policy, 0), -it[1].n))
-        t_pool = time.perf_counter()
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(one, order))
-        if not plan.quiet:
-            print(f"compiled {len(firsts)} programs ({workers} threads) in {time.perf_counter() - t_pool:.1f} s",
-                  flush=True)
-        done = {id(it) for it in firsts}
-    else:
-        done = set()
-    for exp in plan.experiments:
-        for item in todo[exp]:
-            if id(item) not in done:
-                one(item)
-        times = cell_times[exp]
-        timing = {"wall_s": float(sum(times.values())), "cells_run": len(times), "cells_skipped": skipped[exp],
-                  "cell_wall_s": times}
-        report[exp] = write_experiment(plan, exp, timing)
-        if not plan.quiet:
-            print(f"{exp}: {len(plan.cells(exp))} cells ({skipped[exp]} already done), {timing['wall_s']:.1f} s "
-                  f"of cell time -> {plan.folder(exp)}", flush=True)
+    rest = {exp: [it for it in todo[exp] if id(it) not in {id(f) for f in firsts}] for exp in plan.experiments}
+    workers = max(1, min(plan.workers, sum(len(v) for v in todo.values())))
+    order = sorted(firsts, key=lambda it: (-(it[1].experiment == "convergence"),
+                                           -COMPILE_RANK.get(it[1].policy, 0), -it[1].n))
+    with ThreadPoolExecutor(workers) as pool:
+        try:
+            t_pool = time.perf_counter()
+            for f in [pool.submit(one, it) for it in order]:
+                f.result()
+            if not plan.quiet and firsts:
+                print(f"compiled {len(firsts)} programs ({min(workers, len(firsts))} threads) in "
+                      f"{time.perf_counter() - t_pool:.1f} s", flush=True)
+            futures = {exp: [pool.submit(one, it) for it in rest[exp]] for exp in plan.experiments}
+            for exp in plan.experiments:  # experiment by experiment, as its cells finish
+                for f in futures[exp]:
+                    f.result()
+                times = cell_times[exp]
+                timing = {"wall_s": float(sum(times.values())), "cells_run": len(times),
+                          "cells_skipped": skipped[exp], "cell_wall_s": times}
+                report[exp] = write_experiment(plan, exp, timing)
+                if not plan.quiet:
+                    print(f"{exp}: {len(plan.cells(exp))} cells ({skipped[exp]} already done), {timing['wall_s']:.1f} s "
+                          f"of cell time -> {plan.folder(exp)}", flush=True)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # the cells running finish and are written
+            raise
     total = time.perf_counter() - started
     if len(plan.experiments) > 1:
         from .outputs import device_kind, write_json
