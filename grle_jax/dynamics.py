@@ -80,8 +80,8 @@ def _batch_minor(static: EnvStatic):
 
 
 # Lanes (environments x candidates x runs, merged into the kernel's trailing axis) per chunk. On
-# a CPU a batch wider than this runs as a ``lax.map`` over equal chunks of at most this many
-# lanes, so that the kernel's (N, lanes) intermediates stay in the caches (issue 14;
+# a CPU a batch wider than this runs over equal chunks of at most this many lanes, two at a time
+# (``_in_chunks``), so that the kernel's (N, lanes) intermediates stay in the caches (issue 14;
 # docs/benchmarks.md, "Chunked slot kernel"). Up to this width the program is the one it always
 # was (bit-identical); wider, XLA vectorises a chunk differently and rewards may move in the last
 # bit. On other platforms (a GPU wants the whole batch in one kernel) it is always one pass.
