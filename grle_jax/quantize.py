@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from grle_jax.order import first_in_order
+
 
 def quantize(scores: jnp.ndarray, live: jnp.ndarray, k_cap: int,
              logits: jnp.ndarray | None = None, base: jnp.ndarray | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -50,11 +52,11 @@ def quantize(scores: jnp.ndarray, live: jnp.ndarray, k_cap: int,
     eligible = live & (jnp.arange(p)[None, :] != best[:, None])  # (N, P)
     gap = jnp.where(eligible, best_score[:, None] - scores, jnp.inf).reshape(-1)
     if logits is None:
-        order = jnp.argsort(gap, stable=True)[:moves]  # flat index n * P + o
+        order = first_in_order((gap,), moves)  # flat index n * P + o (ties: lower index)
     else:
         best_logit = jnp.take_along_axis(logits, best[:, None], axis=1)
         lgap = jnp.where(eligible, best_logit - logits, jnp.inf).reshape(-1)
-        order = jnp.lexsort((jnp.arange(n * p), lgap, gap))[:moves]  # primary key last
+        order = first_in_order((gap, lgap), moves)  # = lexsort((arange, lgap, gap))[:moves]
     dev, opt = order // p, (order % p).astype(jnp.int32)
     ok = eligible.reshape(-1)[order]
     moved = jnp.broadcast_to(base, (moves, n)).at[jnp.arange(moves), dev].set(opt)
