@@ -42,6 +42,7 @@ import numpy as np
 
 from .config import EnvParams, EnvStatic
 from .errors import ConfigError
+from .order import first_in_order, ranks
 from .types import Observation
 
 # Sizes beyond which the oracle's tables would not fit a few GB or take seconds per slot.
@@ -140,10 +141,10 @@ def _es_solve(n: int, e: int, A, el, x0, w, acc, D):
     levpos, size, count = _multiset_tables(n, e)
     # FCFS order (A, device index); devices that cannot use this ES go last with start +inf.
     key = jnp.where(el, A, jnp.inf)
-    order = jnp.argsort(key, stable=True)
-    rank = jnp.argsort(order)
+    order = first_in_order((key,), n)  # = argsort(key, stable=True), without a sort (grle_jax.order)
+    rank = ranks((key,))  # = argsort(order)
     s = jnp.maximum(key[order], x0)  # (N,) sorted starts
-    lorder = jnp.argsort(w, stable=True)  # levels by weight, lightest first
+    lorder = first_in_order((w,), e)  # levels by weight, lightest first (ties: lower level)
     ws, accs = w[lorder], acc[lorder]
 
     # Column by column over FCFS positions q, last first (elementwise over the Mt multisets).

@@ -44,6 +44,19 @@ def sort_key(x: jnp.ndarray) -> jnp.ndarray:
     return b ^ ((b >> 31) & 0x7FFFFFFF)  # negative floats: reverse the order of their magnitudes
 
 
+def ranks(keys: Sequence[jnp.ndarray]) -> jnp.ndarray:
+    """keys: 1-D arrays of one length L, PRIMARY KEY FIRST -> (L,) int32: each element's position in
+    the lexicographic order (ties to the lower index), i.e. the inverse of ``first_in_order(keys, L)``
+    (``argsort(argsort(...))`` without a sort): an L x L comparison, for short rows."""
+    n = keys[0].shape[0]
+    idx = jnp.arange(n, dtype=jnp.int32)
+    before = idx[:, None] < idx[None, :]  # [j, i]: j comes before i
+    for k in [sort_key(k) for k in keys][::-1]:
+        kj, ki = k[:, None], k[None, :]
+        before = (kj < ki) | ((kj == ki) & before)
+    return jnp.sum(before, axis=0, dtype=jnp.int32)  # a permutation of 0..L-1
+
+
 def first_in_order(keys: Sequence[jnp.ndarray], m: int, method: str | None = None) -> jnp.ndarray:
     """keys: 1-D arrays of one length L, PRIMARY KEY FIRST -> (m,) int32 indices of the first m
     elements in lexicographic order (ties to the lower index), i.e.
@@ -56,17 +69,13 @@ def first_in_order(keys: Sequence[jnp.ndarray], m: int, method: str | None = Non
     idx = jnp.arange(n, dtype=jnp.int32)
     if method == "sort":
         return jnp.lexsort((idx,) + tuple(keys[::-1]))[:m].astype(jnp.int32)
-    ks = [sort_key(k) for k in keys]
     if method == "pairwise":
-        before = idx[:, None] < idx[None, :]  # [j, i]: j comes before i
-        for k in ks[::-1]:
-            kj, ki = k[:, None], k[None, :]
-            before = (kj < ki) | ((kj == ki) & before)
-        rank = jnp.sum(before, axis=0, dtype=jnp.int32)  # (L,) a permutation of 0..L-1
+        rank = ranks(keys)
         pick = rank[None, :] == jnp.arange(m, dtype=jnp.int32)[:, None]  # (m, L), one True per row
         return jnp.sum(jnp.where(pick, idx[None, :], 0), axis=1, dtype=jnp.int32)
     if method != "select":
         raise ValueError(f"unknown method {method!r}")
+    ks = [sort_key(k) for k in keys]
     big = jnp.iinfo(jnp.int32).max  # above every key (the canonical NaN is 0x7FC00000)
 
     def take(r, carry):

@@ -80,3 +80,10 @@ def test_bad_m_and_method(m):
 def test_unknown_method():
     with pytest.raises(ValueError, match="unknown method"):
         first_in_order((jnp.zeros(5),), 2, "bubble")
+
+
+def test_ranks_are_the_inverse_order():
+    a, b = _rows(np.random.default_rng(11), 32, 15)
+    got = jax.vmap(lambda x, y: order.ranks((x, y)))(a, b)
+    ref = jax.vmap(lambda x, y: jnp.argsort(_lexsort_ref((x, y), 15)))(a, b)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))
