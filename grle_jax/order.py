@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 PAIRWISE_MAX = 64  # rows up to this length use the L x L ranks
 SELECT_MAX = 32  # beyond, positions wanted from a longer row: the sort
-UNROLL = 1
+UNROLL = 1  # fori_loop unroll of select's passes (full: ~15% faster at L = 140, m = 13, more to compile)
 
 
 def sort_key(x: jnp.ndarray) -> jnp.ndarray:
