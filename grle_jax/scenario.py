@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from .config import EnvParams, EnvStatic
+from .threefry import computed_once
 from .types import EnvState, Observation, SlotInputs
 
 
@@ -64,5 +65,5 @@ def observe(state: EnvState, inputs: SlotInputs) -> Observation:
 
 def _uniforms(key: jax.Array, count: int) -> jnp.ndarray:
     """``count`` float32 uniforms in [0, 1) from one call for random bits (23 mantissa bits)."""
-    bits = jax.random.bits(key, (count,), jnp.uint32)
+    bits = computed_once(jax.random.bits(key, (count,), jnp.uint32))  # one hash for all its readers
     return (bits >> 9).astype(jnp.float32) * jnp.float32(1.0 / (1 << 23))
