@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from .config import EnvParams, EnvStatic
 from .dynamics import reachable
 from .order import first_in_order
+from .threefry import computed_once
 from .types import Observation
 
 
@@ -23,7 +24,7 @@ def random_policy(key: jax.Array, static: EnvStatic, params: EnvParams, obs: Obs
     M * E options: under vmap this is the cheaper form)."""
     links = obs.L.astype(jnp.int32)  # (N, M)
     count = jnp.sum(links, axis=-1) * static.e
-    u = jax.random.uniform(key, (static.n,))
+    u = computed_once(jax.random.uniform(key, (static.n,)))  # one hash for its three readers
     j = jnp.minimum(jnp.floor(u * count).astype(jnp.int32), jnp.maximum(count - 1, 0))
     q = j // static.e  # the q-th reachable ES ...
     m = jnp.sum(jnp.cumsum(links, axis=-1) <= q[:, None], axis=-1)  # ... is ES m

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 from jax import lax
 
 ENV_VAR = "GRLE_JAX_THREEFRY"
@@ -44,17 +43,19 @@ def _unroll_on_cpu() -> bool:
     return True
 
 
-def computed_once(bits):
-    """``bits`` (uint32), unchanged, as the output of a reduction (an xor with zero): XLA does not
-    fuse a reduction into its consumers, so the unrolled hash that makes ``bits`` runs once instead
-    of once in every fusion that reads a part of it (a slot's r_hat has four readers in training).
-    XLA removes ``optimization_barrier`` on the CPU, so it cannot serve. Identity when the hash is
-    JAX's loop (a loop is not fused into its consumers either)."""
+def computed_once(x):
+    """``x`` (32-bit), unchanged, as the output of a reduction (its bits xor zero): XLA does not
+    fuse a reduction into its consumers, so the unrolled hash that made ``x`` runs once instead of
+    once in every fusion that reads a part of it (a slot's r_hat has four readers in training).
+    XLA removes ``optimization_barrier`` on the CPU, and simplifies a max of two copies, so neither
+    serves. Identity when the hash is JAX's loop (a loop is not fused into its consumers either)."""
     if not UNROLLED:
-        return bits
+        return x
     import jax.numpy as jnp
 
-    return lax.reduce(jnp.stack([bits, jnp.zeros_like(bits)]), np.uint32(0), lax.bitwise_xor, (0,))
+    bits = x if x.dtype == jnp.uint32 else lax.bitcast_convert_type(x, jnp.uint32)  # 32-bit types only
+    bits = lax.reduce(jnp.stack([bits, jnp.zeros_like(bits)]), jnp.uint32(0), lax.bitwise_xor, (0,))
+    return bits if x.dtype == jnp.uint32 else lax.bitcast_convert_type(bits, x.dtype)
 
 
 UNROLLED = _unroll_on_cpu()

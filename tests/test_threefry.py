@@ -66,7 +66,12 @@ def test_vmapped_slot_uniforms_equal_the_reference():
 
 
 def test_computed_once_is_the_identity_and_a_reduction():
-    x = jnp.asarray(np.random.default_rng(0).integers(0, 2**32, (5, 9), dtype=np.uint32))
-    np.testing.assert_array_equal(np.asarray(jax.jit(threefry.computed_once)(x)), np.asarray(x))
-    hlo = jax.jit(threefry.computed_once).lower(x).as_text()
-    assert "reduce" in hlo
+    r = np.random.default_rng(0)
+    xs = [jnp.asarray(r.integers(0, 2**32, (5, 9), dtype=np.uint32)),
+          jnp.asarray(np.array([0.0, -0.0, 1.5, -np.inf, np.inf, np.nan, 1e-45], np.float32)),
+          jnp.asarray(r.integers(-9, 9, (4,), dtype=np.int32))]
+    for x in xs:
+        y = np.asarray(jax.jit(threefry.computed_once)(x))
+        assert y.dtype == x.dtype
+        np.testing.assert_array_equal(y.view(np.uint8), np.asarray(x).view(np.uint8))  # every bit, -0 and NaN too
+        assert "reduce" in jax.jit(threefry.computed_once).lower(x).as_text()
