@@ -1,4 +1,4 @@
-"""Threefry on the CPU without a loop: the same bits, fused (docs/benchmarks.md, "Threefry unrolled").
+"""Threefry on the CPU without a loop: the same bits, fused (docs/benchmarks.md, "Threefry without a loop").
 
 JAX lowers its ``threefry2x32`` hash (every ``jax.random`` draw: ``fold_in``, ``split``, ``bits``,
 ``uniform``) in two ways: on GPUs the 20 rounds unrolled, on the CPU as a ``fori_loop`` of five
@@ -48,10 +48,13 @@ def computed_once(x):
     fuse a reduction into its consumers, so the unrolled hash that made ``x`` runs once instead of
     once in every fusion that reads a part of it (a slot's r_hat has four readers in training).
     XLA removes ``optimization_barrier`` on the CPU, and simplifies a max of two copies, so neither
-    serves. Identity when the hash is JAX's loop (a loop is not fused into its consumers either)."""
-    if not UNROLLED:
-        return x
+    serves. Identity when the hash is JAX's loop (a loop is not fused into its consumers either),
+    and off the CPU (not measured there)."""
+    import jax
     import jax.numpy as jnp
+
+    if not UNROLLED or jax.default_backend() != "cpu":
+        return x
 
     bits = x if x.dtype == jnp.uint32 else lax.bitcast_convert_type(x, jnp.uint32)  # 32-bit types only
     bits = lax.reduce(jnp.stack([bits, jnp.zeros_like(bits)]), jnp.uint32(0), lax.bitwise_xor, (0,))
