@@ -43,22 +43,28 @@ def _unroll_on_cpu() -> bool:
     return True
 
 
-def computed_once(x):
-    """``x`` (32-bit), unchanged, as the output of a reduction (its bits xor zero): XLA does not
-    fuse a reduction into its consumers, so the unrolled hash that made ``x`` runs once instead of
-    once in every fusion that reads a part of it (a slot's r_hat has four readers in training).
-    XLA removes ``optimization_barrier`` on the CPU, and simplifies a max of two copies, so neither
-    serves. Identity when the hash is JAX's loop (a loop is not fused into its consumers either),
-    and off the CPU (not measured there)."""
+def materialised(x):
+    """``x`` (a 32-bit type), unchanged, as the output of a reduction (its bits xor zero), on the
+    CPU; elsewhere ``x`` itself. XLA does not fuse a reduction into its consumers, so what made
+    ``x`` is computed once, and a transpose stays a transposed array instead of being folded into
+    the dot that reads it. XLA removes ``optimization_barrier`` on the CPU, and simplifies a max of
+    two copies, so neither serves."""
     import jax
     import jax.numpy as jnp
 
-    if not UNROLLED or jax.default_backend() != "cpu":
+    if jax.default_backend() != "cpu":
         return x
-
     bits = x if x.dtype == jnp.uint32 else lax.bitcast_convert_type(x, jnp.uint32)  # 32-bit types only
     bits = lax.reduce(jnp.stack([bits, jnp.zeros_like(bits)]), jnp.uint32(0), lax.bitwise_xor, (0,))
     return bits if x.dtype == jnp.uint32 else lax.bitcast_convert_type(bits, x.dtype)
+
+
+def computed_once(x):
+    """``x`` ``materialised``: the unrolled hash that made ``x`` runs once instead of once in
+    every fusion that reads a part of it (a slot's r_hat has four readers in training). Identity
+    when the hash is JAX's loop (a loop is not fused into its consumers either), and off the CPU
+    (not measured there)."""
+    return materialised(x) if UNROLLED else x
 
 
 UNROLLED = _unroll_on_cpu()

@@ -1,6 +1,7 @@
 """Actors (docs/model.md section 5): shapes, the masked loss, the GCN's permutation equivariance over
 devices and its respect of masks, the fixed-shape graph."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -226,6 +227,61 @@ def test_mlp_sees_only_rates():
     base = np.asarray(actor.apply(v, obs, params))
     other = obs.replace(radio=obs.radio + 5.0, es=obs.es + 3.0, s=obs.s * 0.5)
     np.testing.assert_array_equal(np.asarray(actor.apply(v, other, params)), base)
+
+
+class _PlainMLP(nn.Module):
+    """The DROO actor as flax writes it: ``nn.Dense`` layers, autodiff's backward pass."""
+
+    out: int
+    hidden: tuple = (120, 80)
+
+    @nn.compact
+    def __call__(self, x):
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width)(x))
+        return nn.Dense(self.out)(x)
+
+
+@pytest.mark.parametrize("policy", ["droo", "drooe"])
+def test_mlp_backward_pass_equals_autodiff(policy):
+    """policies.mlp writes the layers' backward pass out (the kernel's transpose materialised, for
+    XLA:CPU's speed): the same variables from a key as nn.Dense, the same logits bit for bit, and
+    the gradient of the training loss equal to autodiff's up to float32 summation order, for
+    minibatches and vmapped over runs as the trainer runs it."""
+    static, params, actor, obs, v = _setup(policy)
+    B, R = 6, 3
+    st = reset(static).replace(radio=jnp.linspace(0.0, 12.0, N), es=jnp.asarray([3.0, 7.5]))
+    obs_b = jax.vmap(lambda k: observe(st, sample(k, params, st, static)))(jax.random.split(jax.random.key(4), B))
+    plain = _PlainMLP(N * actor.options)
+
+    def plain_logits(v, o):  # the input as the actor makes it
+        return plain.apply(v, jnp.where(o.L, o.r_hat / params.rate_hi, 0.0).reshape(B, -1)).reshape(B, N, -1)
+
+    keys = jax.random.split(jax.random.key(8), R)
+    ours = jax.vmap(lambda k: actor.init(k, obs, params))(keys)
+    ref = jax.vmap(lambda k: plain.init(k, jnp.zeros(N * static.m)))(keys)
+    assert jax.tree_util.tree_structure(ours) == jax.tree_util.tree_structure(ref)
+    for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(ref)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    target = jax.nn.one_hot(jax.random.randint(jax.random.key(5), (B, N), 0, actor.options), actor.options)
+    live = jax.vmap(actor.live)(obs_b)
+
+    def loss_ours(v, o):
+        return masked_bce(actor.apply_batch(v, o, params), target, live)
+
+    def loss_ref(v, o):
+        return masked_bce(plain_logits(v, o), target, live)
+
+    logits = jax.jit(jax.vmap(lambda v, o: actor.apply_batch(v, o, params), in_axes=(0, None)))(ours, obs_b)
+    np.testing.assert_array_equal(np.asarray(logits),
+                                  np.asarray(jax.jit(jax.vmap(plain_logits, in_axes=(0, None)))(ours, obs_b)))
+    got = jax.jit(jax.vmap(jax.value_and_grad(loss_ours), in_axes=(0, None)))(ours, obs_b)
+    want = jax.jit(jax.vmap(jax.value_and_grad(loss_ref), in_axes=(0, None)))(ours, obs_b)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    assert any(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree_util.tree_leaves(got[1]))
+    # the written-out pass is used: the kernels' transposes materialised (on the CPU) for dx
+    assert str(jax.make_jaxpr(jax.grad(loss_ours))(v, obs_b)).count("bitwise_xor") == len(actor.module.hidden) + 1
 
 
 def test_masked_bce():

@@ -111,6 +111,11 @@ class MLPActor(Actor):
     def apply(self, variables, obs: Observation, params: EnvParams) -> jax.Array:
         return self.module.apply(variables, obs, params)
 
+    def apply_batch(self, variables, obs: Observation, params: EnvParams) -> jax.Array:
+        """The MLP on the whole minibatch at once (the same numbers as ``vmap(apply)``; the layers'
+        backward pass, written out in ``policies.mlp``, then sees the minibatch's matrices)."""
+        return self.module.apply(variables, obs, params)
+
 
 def make_actor(env: EnvStatic, agent: AgentStatic) -> Actor:
     if agent.policy not in LEARNING_POLICIES:
@@ -129,6 +134,10 @@ def masked_bce(logits: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Arr
     import jax.numpy as jnp
     import optax
 
+    # on one flat (device, option) axis: XLA:CPU vectorises a fused loop along the minor axis, and
+    # DROO's P is 2 (the loss took 4x as long on (..., N, P)); the sum's order may move its last bit
+    flat = logits.shape[:-2] + (-1,)
+    logits, target, mask = logits.reshape(flat), target.reshape(flat), mask.reshape(flat)
     bce = optax.sigmoid_binary_cross_entropy(logits, target)
     w = mask.astype(logits.dtype)
     return jnp.sum(bce * w) / jnp.maximum(jnp.sum(w), 1.0)

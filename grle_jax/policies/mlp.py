@@ -8,9 +8,12 @@ relaxed score. The MLP sees nothing but the rates: that is DROO's design, and wh
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from jax import lax
 
 from ..config import EnvParams
+from ..threefry import materialised
 from ..types import Observation
 
 
@@ -23,7 +26,54 @@ class DROOActor(nn.Module):
 
     @nn.compact
     def __call__(self, obs: Observation, params: EnvParams) -> jnp.ndarray:
-        x = jnp.where(obs.L, obs.r_hat / params.rate_hi, 0.0).reshape(-1)
-        for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
-        return nn.Dense(self.devices * self.options)(x).reshape(self.devices, self.options)
+        """One observation, or a minibatch of them (every leaf with leading axes): one matrix
+        product per layer over the whole minibatch."""
+        lead = obs.r_hat.shape[:-2]  # () for one observation, (B,) for a minibatch
+        x = jnp.where(obs.L, obs.r_hat / params.rate_hi, 0.0).reshape(lead + (-1,))
+        for i, width in enumerate(self.hidden):
+            x = nn.relu(_Dense(width, name=f"Dense_{i}")(x))
+        out = _Dense(self.devices * self.options, name=f"Dense_{len(self.hidden)}")(x)
+        return out.reshape(lead + (self.devices, self.options))
+
+
+def _forward(x, w, b):  # nn.Dense's arithmetic, the same operations
+    y = lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
+    return y + jnp.reshape(b, (1,) * (y.ndim - 1) + (-1,))
+
+
+@jax.custom_vjp
+def _dense(x, w, b):
+    return _forward(x, w, b)
+
+
+def _dense_fwd(x, w, b):
+    return _forward(x, w, b), (x, w)
+
+
+def _dense_bwd(res, g):
+    """Autodiff's backward pass, but the input's gradient multiplies ``g`` by a MATERIALISED
+    transpose of the kernel: XLA:CPU folds a transpose into the dot, and its batched dot that
+    contracts the minor axes of both operands (``g @ w.T`` as autodiff writes it, one per run) ran
+    3x slower than the same product on the transposed kernel (docs/benchmarks.md, "DROO's backward
+    pass"). The same products and sums; the kernel's summation order may differ in the last bit."""
+    x, w = res
+    lead = tuple(range(g.ndim - 1))
+    dx = lax.dot_general(g, materialised(w.T), (((g.ndim - 1,), (0,)), ((), ())))
+    dw = lax.dot_general(x, g, ((lead, lead), ((), ())))
+    return dx, dw, jnp.sum(g, axis=lead)
+
+
+_dense.defvjp(_dense_fwd, _dense_bwd)
+
+
+class _Dense(nn.Module):
+    """``nn.Dense``: the same parameters (names, shapes, initialisers, so the same values from a
+    key) and the same forward arithmetic, with the backward pass above."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        w = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
+        b = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return _dense(x, w, b)
