@@ -100,7 +100,8 @@ def training(policy: str, runs: int, chunks, slots: int, reps: int) -> None:
         return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
 
     cs = [runs] + [c for c in chunks if c < runs and runs % c == 0]
-    state, rec, times = {c: st0 for c in cs}, {}, {c: [] for c in cs}
+    # a copy of the initial state for each chunk size: a call donates (consumes) its state
+    state, rec, times = {c: jax.tree.map(jnp.copy, st0) for c in cs}, {}, {c: [] for c in cs}
     for rep in range(reps + 1):  # the first call compiles and is not timed
         for c in cs:
             t = time.perf_counter()

@@ -263,7 +263,11 @@ class Trainer:
         if what == "init":
             fn = jax.jit(jax.vmap(self.init, in_axes=(0, hyper_axes)))
         elif what == "run":
-            fn = jax.jit(jax.vmap(self.run, in_axes=(0, hyper_axes, None, None)), static_argnums=(3,))
+            # the state is donated: the scan's carry is written over its input, so a call allocates
+            # no second copy of every run's parameters, Adam moments and replay memory (at 8,192 DROO
+            # runs 1.9 GB a call; docs/benchmarks.md). Callers pass each state once (run_batched).
+            fn = jax.jit(jax.vmap(self.run, in_axes=(0, hyper_axes, None, None)), static_argnums=(3,),
+                         donate_argnums=(0,))
         elif what == "train":  # batched init, then the batched run: ONE scan over all slots
             init, run = self.batched("init", hyper_axes), self.batched("run", hyper_axes)
 

@@ -288,7 +288,8 @@ class Executor:
         if self.shard:
             tr = self.rs.trainer
             fn = _cached(self._key + ("run", length), lambda: jax.jit(
-                sharded(lambda s, h, t: tr.run(s, h, t, length), (0, self.rs.axes, None), self.mesh)))
+                sharded(lambda s, h, t: tr.run(s, h, t, length), (0, self.rs.axes, None), self.mesh),
+                donate_argnums=(0,)))  # as Trainer.batched("run"): the state is written over
             return fn(state, self._hyper_global(), np.asarray(t0, np.int32))
         return self._run(state, self.rs.hyper, t0, length)
 
@@ -302,7 +303,8 @@ class Executor:
 
     def from_host(self, tree):
         """A host state (e.g. a restored checkpoint, R runs) -> the executor's padded layout."""
-        tree = jax.tree_util.tree_map(lambda x: self._padded(jnp.asarray(x)), tree)
+        # a copy (jnp.array), never the caller's device arrays: ``run`` donates the state it is given
+        tree = jax.tree_util.tree_map(lambda x: self._padded(jnp.array(x)), tree)
         return self._global(tree) if self.shard and jax.process_count() > 1 else tree
 
 
