@@ -26,6 +26,7 @@ checkpoints and the compile cache for free, and a new per-slot record is added i
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import jax
@@ -51,6 +52,12 @@ BATCH_TAG = 1  # fold_in tag of the minibatch key, from the slot's policy key
 SAMPLE_TAG = 2  # fold_in tag of the critic's Gumbel samples, from the slot's policy key
 
 _BATCHED: dict = {}  # jitted batched functions, shared by trainers with the same ``Trainer.key``
+
+# Slots an exogenous actor (DROO, DROOE) is run ahead (``Trainer._block``): 10, the default
+# ``train_every``, reads the weights once per Adam step. The environment variable
+# GRLE_JAX_ACT_AHEAD=1 (set before the import) acts slot by slot, for A/B measurements: the
+# results are the same bits either way (tests/test_train.py).
+ACT_AHEAD = int(os.environ.get("GRLE_JAX_ACT_AHEAD", "10"))
 
 RECORD_KEYS = ("tasks", "on_time", "acc_sum", "reward", "reward_observed", "loss", "k", "k_pos")
 
@@ -99,7 +106,7 @@ class Trainer:
     """One run's pure functions (``init``, ``run``) and their batched, jitted forms."""
 
     def __init__(self, env: EnvStatic, agent: AgentStatic, normalise: bool = False, record_trace: bool = False,
-                 normalise_from: int = 0):
+                 normalise_from: int = 0, act_ahead: int = ACT_AHEAD):
         self.env, self.agent, self.normalise, self.record_trace = env, agent, normalise, record_trace
         self.normalise_from = int(normalise_from)  # the oracle runs from this slot on (NaN before)
         self.learning = agent.learning
@@ -109,6 +116,8 @@ class Trainer:
             self.tx = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
         else:
             self.policy = fixed_act(agent.policy)
+        # act ahead (``_block``) in blocks of this many slots: actors of exogenous inputs only
+        self.act_ahead = max(1, int(act_ahead)) if self.learning and self.actor.exogenous else 1
         self.reference = fixed_act("oracle") if normalise else None
 
     # --- one run -------------------------------------------------------------------------------
@@ -141,15 +150,24 @@ class Trainer:
                         k=jnp.minimum(hyper.agent.k, self.agent.k_cap).astype(jnp.int32),
                         k_seen=jnp.zeros((), jnp.int32), loss=jnp.full((), jnp.nan, f32), key=key_data)
 
-    def slot(self, run: RunState, hyper: Hyper, t: jnp.ndarray) -> tuple[RunState, dict]:
-        """Play slot ``t`` (``t == run.env.t``; passed separately so it stays unbatched)."""
+    def slot(self, run: RunState, hyper: Hyper, t: jnp.ndarray, drawn=None, ahead=None) -> tuple[RunState, dict]:
+        """Play slot ``t`` (``t == run.env.t``; passed separately so it stays unbatched). ``drawn``:
+        the slot's (inputs, policy key) drawn ahead; ``ahead``: (logits computed ahead, whether they
+        are still the actor's: no Adam step since), see ``_block``."""
         static, env_params, agent_params = self.env, hyper.env, hyper.agent
-        run_key = jax.random.wrap_key_data(run.key)
-        sample_key, policy_key = slot_keys(run_key, t)
-        inputs = sample(sample_key, env_params, run.env, static)
+        if drawn is None:
+            run_key = jax.random.wrap_key_data(run.key)
+            sample_key, policy_key = slot_keys(run_key, t)
+            inputs = sample(sample_key, env_params, run.env, static)
+        else:
+            inputs, policy_key = drawn
         obs = observe(run.env, inputs)
         if self.learning:
-            logits = self.actor.apply(run.variables, obs, env_params)
+            if ahead is None:
+                logits = self.actor.apply(run.variables, obs, env_params)
+            else:
+                pre, fresh = ahead
+                logits = jax.lax.cond(fresh, lambda: pre, lambda: self.actor.apply(run.variables, obs, env_params))
             live = self.actor.live(obs)
             def to_env(c):  # policy options -> environment options m * E + e (-1 stays -1)
                 return jnp.where(c >= 0, self.option_idx[jnp.maximum(c, 0)], -1)
@@ -239,13 +257,60 @@ class Trainer:
         return jax.lax.cond((t + 1) % agent_params.train_every == 0, train, lambda run: run, run)
 
     def run(self, run: RunState, hyper: Hyper, t0, length: int) -> tuple[RunState, dict]:
-        """``length`` slots from slot ``t0`` (= ``run.env.t``), as one scan."""
+        """``length`` slots from slot ``t0`` (= ``run.env.t``), as one scan (of blocks of
+        ``act_ahead`` slots when the actor acts ahead, ``_block``)."""
         t0 = jnp.asarray(t0, jnp.int32)
+        n = self.act_ahead
+        if n <= 1:
+            def body(run, i):
+                return self.slot(run, hyper, t0 + i)
 
-        def body(run, i):
-            return self.slot(run, hyper, t0 + i)
+            return jax.lax.scan(body, run, jnp.arange(length, dtype=jnp.int32))
+        full, rest = divmod(length, n)
+        parts = []
+        if full:
+            run, rec = jax.lax.scan(lambda r, b: self._block(r, hyper, t0 + b * n, n), run,
+                                    jnp.arange(full, dtype=jnp.int32))
+            parts.append(jax.tree_util.tree_map(lambda x: x.reshape((full * n,) + x.shape[2:]), rec))
+        if rest:
+            run, rec = self._block(run, hyper, t0 + full * n, rest)
+            parts.append(rec)
+        if len(parts) == 1:
+            return run, parts[0]
+        return run, jax.tree_util.tree_map(lambda *x: jnp.concatenate(x, axis=0), *parts)
 
-        return jax.lax.scan(body, run, jnp.arange(length, dtype=jnp.int32))
+    def _block(self, run: RunState, hyper: Hyper, tb, n: int) -> tuple[RunState, dict]:
+        """Act ahead: ``n`` slots from slot ``tb`` with an actor that reads only exogenous inputs
+        (``Actor.exogenous``: DROO, DROOE). The slots' inputs are drawn first (the same keys and
+        draws as slot by slot: links and activity carried from slot to slot as ``sample`` does),
+        then the actor runs on all ``n`` observations at once, one matrix product per layer instead
+        of ``n`` matrix-vector products each reading every weight of every run (memory-bound at
+        large batches; docs/benchmarks.md, "Acting ahead"). A slot after an Adam step inside the
+        block (``train_every`` not dividing the block) runs the actor again with the new weights,
+        so the decisions are those of slot-by-slot acting."""
+        static, env_params = self.env, hyper.env
+        run_key = jax.random.wrap_key_data(run.key)
+        ts = tb + jnp.arange(n, dtype=jnp.int32)
+
+        def draw(carry, t):
+            L, active = carry  # sample reads t, L and active of the state, nothing else
+            sample_key, policy_key = slot_keys(run_key, t)
+            inputs = sample(sample_key, env_params, run.env.replace(t=t, L=L, active=active), static)
+            return (inputs.L, inputs.active), (inputs, policy_key)
+
+        _, (inputs, keys) = jax.lax.scan(draw, (run.env.L, run.env.active), ts)
+        nan = jnp.full((n, 1), jnp.nan, jnp.float32)  # the backlogs are not known ahead (NaN: never read)
+        obs = Observation(s=inputs.s, r_hat=inputs.r_hat, phi=inputs.phi, L=inputs.L, active=inputs.active,
+                          radio=nan * jnp.ones((static.n,), jnp.float32), es=nan * jnp.ones((static.m,), jnp.float32))
+        logits = self.actor.apply(run.variables, obs, env_params)  # (n, N, P)
+        every = hyper.agent.train_every
+
+        def body(run, xs):
+            t, inp, key, pre = xs
+            fresh = (t // every) == (tb // every)  # no Adam step in slots tb .. t - 1 (steps end slots te-1, 2te-1, ...)
+            return self.slot(run, hyper, t, (inp, key), (pre, fresh))
+
+        return jax.lax.scan(body, run, (ts, inputs, keys, logits))
 
     def train(self, key: jax.Array, hyper: Hyper, slots: int) -> tuple[RunState, dict]:
         """A whole run: init, then ONE scan over all slots."""
@@ -281,7 +346,7 @@ class Trainer:
     @property
     def key(self) -> tuple:
         """Everything that fixes the compiled program: trainers with equal keys share jit caches."""
-        return (self.env, self.agent, self.normalise, self.record_trace, self.normalise_from)
+        return (self.env, self.agent, self.normalise, self.record_trace, self.normalise_from, self.act_ahead)
 
 
 # --- the public entry point ------------------------------------------------------------------------

@@ -39,6 +39,11 @@ class Actor:
     module: object  # the flax module
 
     shape_free: ClassVar[bool] = False  # True: the variables do not depend on N or on the options
+    # True: ``apply`` reads only the exogenous fields of the observation (``s``, ``r_hat``, ``phi``,
+    # ``L``, ``active``: drawn by ``scenario.sample`` whatever was decided, never the backlogs
+    # ``radio``, ``es``), so the trainer may draw several slots ahead and run the actor on all of
+    # them at once (``train.loop.Trainer``, "act ahead")
+    exogenous: ClassVar[bool] = False
 
     @property
     def option_idx(self) -> np.ndarray:
@@ -107,6 +112,8 @@ class GraphActor(Actor):
 @dataclass(frozen=True)
 class MLPActor(Actor):
     """DROO and DROOE: the MLP on channel states (``policies.mlp``); its sizes are N * M in, N * P out."""
+
+    exogenous: ClassVar[bool] = True  # the rates and links only
 
     def apply(self, variables, obs: Observation, params: EnvParams) -> jax.Array:
         return self.module.apply(variables, obs, params)
