@@ -17,7 +17,9 @@ for three implementations:
   fewer slots (time capped); its rate is per env-slot and does not grow with B.
 Brax recipe: JAX compile time is measured apart (``lower().compile()``) and reported; one warm-up
 call of every timed function is not counted; ``block_until_ready`` (``torch.cuda.synchronize`` on
-a GPU); several repetitions, the median is reported. The same run measures this machine's float32
+a GPU); several repetitions, the median is reported. JAX and batched torch (each thread count
+tried) take turns call by call (``interleaved``), so that a slow spell of a shared machine falls
+on both sides of a ratio alike. The same run measures this machine's float32
 matmul peak through XLA and, for GRLE, XLA's cost-analysis FLOPs per agent-slot and the GFLOP/s
 reached. Writes ``throughput.json`` and ``throughput.png`` (log-log) to ``--out``.
 On a GPU it runs the same on cuda (jax's default backend, torch ``cuda`` when available).
@@ -184,6 +186,35 @@ class JaxSide:
 
         return run, (states, hyper, 0), advance, slots
 
+    def executor_training(self, policy: str, B: int, slots: int) -> dict | None:
+        """The same B agents through ``train.sweep.Executor``, the way the library runs many runs
+        (``train.grle --seeds``, sweeps, experiments): on a CPU a graph actor's runs go in groups
+        side by side in threads. None where the executor runs them as one batch (the program
+        above)."""
+        jax = self.jax
+        from grle_jax.agent import AgentConfig
+        from train.sweep import Executor, build_runs
+
+        ex = Executor(build_runs(self.cfg, AgentConfig(policy=policy, k=self.agent_k), seeds=B, seed=0), shard=False)
+        if ex.groups is None:
+            return None
+        t0 = time.perf_counter()
+        st = {"state": jax.block_until_ready(ex.init()), "t": 0}
+
+        def call():
+            st["state"], rec = ex.run(st["state"], st["t"], slots)
+            st["t"] += slots
+            return _jax_sync(rec)
+
+        call()  # compiles the group's program, then runs
+        compile_s = time.perf_counter() - t0
+        width = ex.groups[1]
+        trainer, hyper = self.trainer(policy)
+        keys = jax.random.split(jax.random.key(0), width)
+        compiled = trainer.batched("run", None).lower(trainer.batched("init", None)(keys, hyper), hyper, 0,
+                                                      slots).compile()
+        return {"call": call, "compile_s": compile_s, "compiled": compiled, "width": width, "groups": ex.groups[0]}
+
     def learn_free_fn(self, policy: str, B: int):
         """The same trainer with the learning step removed (for the FLOP split act / learn)."""
         jax = self.jax
@@ -214,8 +245,9 @@ def _flops(compiled) -> float:
     return float(ca.get("flops", float("nan")))
 
 
-def jax_measure(fn, args, advance, reps: int, static_tail=()) -> dict:
-    """Brax recipe: compile apart, one warm-up call, ``reps`` timed calls, median."""
+def jax_prepare(fn, args, advance, static_tail=()) -> dict:
+    """Brax recipe: compile apart, one warm-up call. Returns ``call`` (one more call, synced,
+    the state carried on through ``advance``) for :func:`interleaved`."""
     t0 = time.perf_counter()
     compiled = fn.lower(*args, *static_tail).compile()
     compile_s = time.perf_counter() - t0
@@ -225,11 +257,30 @@ def jax_measure(fn, args, advance, reps: int, static_tail=()) -> dict:
         out = compiled(*state["args"])
         if advance is not None:
             state["args"] = advance(out, state["args"])
-        return out
+        return _jax_sync(out)
 
-    _jax_sync(call())
-    med, times, cpu = _median_time(call, reps, _jax_sync)
-    return {"compile_s": compile_s, "median_s": med, "times": times, "cpu_s": cpu, "compiled": compiled}
+    call()
+    return {"compile_s": compile_s, "call": call, "compiled": compiled}
+
+
+def interleaved(sides: dict, reps: int) -> dict:
+    """Time ``reps`` calls of every side, the sides taking turns call by call (the order rotated
+    every round), so that a slow spell of the machine falls on all of them alike instead of on
+    whichever side was being measured then. ``sides`` maps a name to a warmed-up synced callable;
+    returns name -> {median_s, times, cpu_s}. (On the project's shared 2-core CPU the same
+    compiled program runs 3x slower for seconds at a time while the guest shows its cores busy
+    and no steal: docs/benchmarks.md, "Slow spells".)"""
+    names = list(sides)
+    out = {n: {"times": [], "cpu_s": []} for n in names}
+    for r in range(reps):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            c0, t0 = time.process_time(), time.perf_counter()
+            sides[n]()
+            out[n]["times"].append(time.perf_counter() - t0)
+            out[n]["cpu_s"].append(time.process_time() - c0)
+    for n in names:
+        out[n]["median_s"] = statistics.median(out[n]["times"])
+    return out
 
 
 # ================================================================================================
@@ -242,19 +293,33 @@ def torch_measure(run, reps: int, sync, warm=None) -> dict:
     return {"median_s": med, "times": times, "cpu_s": cpu}
 
 
-def torch_best_threads(make_and_measure, thread_options) -> dict:
-    """A careful user picks the intra-op thread count that runs fastest: measure each, keep the
-    best (all are recorded)."""
+def torch_prepare(make, thread_options, sync) -> tuple[dict, dict]:
+    """A careful user picks the intra-op thread count that runs fastest: one side per count tried
+    (``make()`` -> (run, units per call, extra), built and warmed up under that count), each call
+    setting its count first; :func:`torch_best` keeps the fastest (all are recorded)."""
     import torch
 
-    tried = []
+    sides, meta = {}, {}
     for th in thread_options:
         torch.set_num_threads(th)
-        m = make_and_measure()
-        m["threads"] = th
-        tried.append(m)
-    best = min(tried, key=lambda m: m["median_s"] / m["units"])
-    best = dict(best)
+        run, units, extra = make()
+        run()
+        sync(None)
+
+        def call(run=run, th=th):
+            torch.set_num_threads(th)
+            out = run()
+            sync(None)
+            return out
+
+        sides[f"torch{th}"] = call
+        meta[f"torch{th}"] = dict(extra, units=units, threads=th)
+    return sides, meta
+
+
+def torch_best(timed: dict, meta: dict) -> dict:
+    tried = [dict(timed[k], **meta[k]) for k in meta]
+    best = dict(min(tried, key=lambda m: m["median_s"] / m["units"]))
     best["threads_tried"] = {m["threads"]: m["units"] / m["median_s"] for m in tried}
     return best
 
@@ -361,19 +426,19 @@ def run_benchmark(a, checkpoint=None) -> dict:
                 if metric == "sim":
                     slots = a.sim_slots
                     fn, args, adv = J.sim_fn(B, slots)
-                    m = jax_measure(fn, args, adv, a.reps)
-                    m["units"] = B * slots
-                    add("jax", metric, B, m, {"slots": slots})
+                    jm = jax_prepare(fn, args, adv)
 
-                    def tb():
+                    def make():
                         env = tr.BatchedEnv(p, B, 0, tdev)
                         n = _calibrated_slots(env.run_random, a.target_s, 5, 2000)
-                        m = torch_measure(lambda: env.run_random(n), a.reps, tsync)
-                        m.update(units=B * n, slots=n)
-                        return m
+                        return (lambda: env.run_random(n)), B * n, {"slots": n}
 
-                    m = torch_best_threads(tb, thread_options)
-                    add("torch_batched", metric, B, m, {"slots": m["slots"]})
+                    ts, tmeta = torch_prepare(make, thread_options, tsync)
+                    timed = interleaved({"jax": jm["call"], **ts}, a.reps)
+                    add("jax", metric, B, dict(timed["jax"], compile_s=jm["compile_s"], units=B * slots),
+                        {"slots": slots})
+                    tb = torch_best(timed, tmeta)
+                    add("torch_batched", metric, B, tb, {"slots": tb["slots"]})
                     if loop_ok(metric, B):
                         torch.set_num_threads(1)
                         envs = [tr.LoopEnv(p, i) for i in range(B)]
@@ -387,9 +452,7 @@ def run_benchmark(a, checkpoint=None) -> dict:
                     steps = a.cand_steps
                     data = make_cand_data(p, B, K, steps)
                     fn, args, _ = J.cand_fn(B, K, steps, data)
-                    m = jax_measure(fn, args, None, a.reps)
-                    m["units"] = B * K * steps
-                    add("jax", metric, B, m, {"steps": steps})
+                    jm = jax_prepare(fn, args, None)
                     obs_t = [{k: torch.from_numpy(np.ascontiguousarray(v[i])).to(tdev) for k, v in data["obs"].items()}
                              for i in range(steps)]
                     cands_t = torch.from_numpy(data["cands"]).long().to(tdev)
@@ -402,12 +465,11 @@ def run_benchmark(a, checkpoint=None) -> dict:
                             acc = R[:, 0] if acc is None else acc + R[:, 0]
                         return acc
 
-                    def tb():
-                        m = torch_measure(tb_call, a.reps, tsync)
-                        m["units"] = B * K * steps
-                        return m
-
-                    add("torch_batched", metric, B, torch_best_threads(tb, thread_options), {"steps": steps})
+                    ts, tmeta = torch_prepare(lambda: (tb_call, B * K * steps, {}), thread_options, tsync)
+                    timed = interleaved({"jax": jm["call"], **ts}, a.reps)
+                    add("jax", metric, B, dict(timed["jax"], compile_s=jm["compile_s"], units=B * K * steps),
+                        {"steps": steps})
+                    add("torch_batched", metric, B, torch_best(timed, tmeta), {"steps": steps})
                     if loop_ok(metric, B):
                         torch.set_num_threads(1)
                         obs_l = [[{k: v[i, b].tolist() for k, v in data["obs"].items()} for b in range(B)]
@@ -433,31 +495,38 @@ def run_benchmark(a, checkpoint=None) -> dict:
                     policy = metric[len("train_"):]
                     slots = a.train_slots if policy == "droo" else a.grle_slots
                     reps = a.reps if policy == "droo" else max(1, min(a.reps, a.grle_reps))
-                    fn, args, adv, length = J.jax_online_training_fn(policy, B, slots)
-                    m = jax_measure(fn, args, adv, reps, static_tail=(length,))
-                    m["units"] = B * slots
+                    jm = J.executor_training(policy, B, slots) if policy != "droo" else None
+                    fn = args = None
+                    if jm is None:
+                        fn, args, adv, length = J.jax_online_training_fn(policy, B, slots)
+                        jm = jax_prepare(fn, args, adv, static_tail=(length,))
+                    ts, tmeta = {}, {}
+                    if B <= (a.torch_train_max_batch if policy == "droo" else a.torch_grle_max_batch):
+                        def make():
+                            agent = tr.BatchedAgent(p, policy, B, 0, tdev, k=a.k)
+                            lo = 10  # one Adam step at least (calibrated to about --target-s)
+                            n = _calibrated_slots(agent.run, a.target_s, lo, 1000, multiple=10)
+                            return (lambda: agent.run(n)), B * n, {"slots": n}
+
+                        ts, tmeta = torch_prepare(make, thread_options, tsync)
+                    timed = interleaved({"jax": jm["call"], **ts}, reps)
                     extra = {"slots": slots}
+                    if "groups" in jm:
+                        extra.update(groups=jm["groups"], group_width=jm["width"])
                     if policy == "grle":
-                        extra.update(grle_flops(J, policy, B, m["compiled"], a.train_every_default))
-                    row = add("jax", metric, B, m, extra)
+                        extra.update(grle_flops(J, policy, jm.get("width", B), jm["compiled"], a.train_every_default))
+                    row = add("jax", metric, B, dict(timed["jax"], compile_s=jm["compile_s"], units=B * slots),
+                              extra)
                     if "flops_per_agent_slot" in row:
                         row["gflops_reached"] = row["flops_per_agent_slot"] * row["rate"] / 1e9
                         row["fraction_of_peak"] = row["gflops_reached"] / res["matmul_peak"]["gflops"]
                         print(f"#   GRLE: {row['flops_per_agent_slot'] / 1e6:.1f} MFLOP/agent-slot (XLA cost "
                               f"analysis), {row['gflops_reached']:.1f} GFLOP/s = {100 * row['fraction_of_peak']:.1f}% "
                               f"of the matmul peak", flush=True)
-                    del m, fn, args
-                    if B <= (a.torch_train_max_batch if policy == "droo" else a.torch_grle_max_batch):
-                        def tb():
-                            agent = tr.BatchedAgent(p, policy, B, 0, tdev, k=a.k)
-                            lo = 10 if policy == "droo" else a.grle_slots
-                            n = _calibrated_slots(agent.run, a.target_s, lo, 1000, multiple=10)
-                            m = torch_measure(lambda: agent.run(n), reps, tsync)
-                            m.update(units=B * n, slots=n)
-                            return m
-
-                        m = torch_best_threads(tb, thread_options)
-                        add("torch_batched", metric, B, m, {"slots": m["slots"]})
+                    if tmeta:
+                        tb = torch_best(timed, tmeta)
+                        add("torch_batched", metric, B, tb, {"slots": tb["slots"]})
+                    del jm, fn, args, ts, timed
                     if loop_ok(metric, B):
                         torch.set_num_threads(1)
                         agents = [tr.LoopAgent(p, policy, i, k=a.k) for i in range(B)]
@@ -582,7 +651,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sim-slots", type=int, default=200, help="slots per timed JAX simulation call")
     p.add_argument("--cand-steps", type=int, default=8, help="scoring calls per timed candidate call")
     p.add_argument("--train-slots", type=int, default=50, help="slots per timed JAX DROO training call")
-    p.add_argument("--grle-slots", type=int, default=10, help="slots per timed GRLE training call (10: one Adam step)")
+    p.add_argument("--grle-slots", type=int, default=50,
+                   help="slots per timed GRLE training call (50: five Adam steps; the trainers run chunks of 1,000)")
     p.add_argument("--train-batches", default=None, help="comma list: batch sizes for the training metrics (default: --batches)")
     p.add_argument("--grle-max-batch", type=int, default=None,
                    help="largest B for JAX GRLE training (memory: ~6 GB at 256 on the CPU; default 256 on a CPU, 1024 on a GPU)")

@@ -16,6 +16,7 @@ import json
 import os
 import pickle
 import shutil
+import statistics
 import time
 
 import numpy as np
@@ -406,6 +407,25 @@ def test_grid_estimate_arithmetic():
     assert est["p"]["run_s"] == pytest.approx(plain)
     assert est["p"]["compile_s"] == pytest.approx(15 * 2 * 10.0)
     assert est["convergence-grle"] == pytest.approx({"run_s": 2e-3 * 2 * 5 * 10_000, "compile_s": 40.0})
+
+
+def test_throughput_sides_take_turns():
+    """benchmarks.throughput times JAX and each torch thread count call by call, the order rotated
+    every round (a slow spell of the machine falls on every side alike); each side's median is
+    over its own calls, and the torch count kept is the fastest per unit (all are recorded)."""
+    from benchmarks.throughput import interleaved, torch_best
+
+    seq = []
+    timed = interleaved({k: (lambda k=k: seq.append(k)) for k in ("jax", "torch1", "torch2")}, 4)
+    assert seq == ["jax", "torch1", "torch2", "torch1", "torch2", "jax",
+                   "torch2", "jax", "torch1", "jax", "torch1", "torch2"]
+    assert all(len(timed[k]["times"]) == 4 and timed[k]["median_s"] == statistics.median(timed[k]["times"])
+               for k in timed)
+    timed = {"torch1": {"median_s": 2.0}, "torch2": {"median_s": 1.5}}
+    meta = {"torch1": {"units": 100, "threads": 1, "slots": 10}, "torch2": {"units": 50, "threads": 2, "slots": 5}}
+    best = torch_best(timed, meta)
+    assert (best["threads"], best["slots"]) == (1, 10)  # 50 units/s against 33
+    assert best["threads_tried"] == {1: 50.0, 2: pytest.approx(100 / 3)}
 
 
 def test_policy_quality_out_checked_first(tmp_path, capsys):

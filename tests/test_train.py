@@ -60,6 +60,41 @@ def test_chunks_leave_no_trace_and_runs_are_deterministic(grle_runs):
     assert (rec3["reward_observed"] <= rec3["tasks"] * 0.935 + 1e-4).all()
 
 
+def test_groups_side_by_side(monkeypatch):
+    """On a CPU a graph actor's runs go in groups of one width, side by side in threads
+    (``Executor.groups``): each run's records and final state are those of its group run as its
+    own batch (the last group padded with the last run, dropped), through chunks, whatever the
+    number of threads; the plan depends on the run count and the group size only."""
+    from train.sweep import group_plan
+
+    assert group_plan(4, 8) is None and group_plan(9, 8) == (2, 5) and group_plan(64, 8) == (8, 8)
+    assert group_plan(1024, 8) == (128, 8) and group_plan(20, 8) == (3, 7) and group_plan(64, 0) is None
+    assert Executor(build_runs(CFG, AGENT, seeds=9), shard=False).groups == (2, 5)
+    assert Executor(build_runs(CFG, AgentConfig(policy="droo"), seeds=64), shard=False).groups is None
+    assert Executor(build_runs(CFG, AGENT, seeds=9), shard=False, group_runs=0).groups is None
+    monkeypatch.setenv("GRLE_JAX_GROUP_RUNS", "0")
+    assert Executor(build_runs(CFG, AGENT, seeds=9), shard=False).groups is None
+    monkeypatch.delenv("GRLE_JAX_GROUP_RUNS")
+
+    rs = build_runs(CFG, AGENT, seeds=5, seed=0)
+    ex = Executor(rs, shard=False, group_runs=2)
+    assert ex.groups == (3, 2)  # runs (0, 1), (2, 3), (4, 4 padded)
+    st, rec = run_batched(ex, 40, chunk=20)
+    whole = rs.trainer.batched("train", rs.axes)
+    for runs in ([0, 1], [2, 3], [4, 4]):
+        ref_st, ref = whole(rs.keys[np.asarray(runs)], rs.hyper, 40)
+        for r, run in enumerate(runs):
+            for k in rec:
+                np.testing.assert_array_equal(rec[k][run], np.asarray(ref[k])[r], err_msg=f"{k} run {run}")
+            for a, b in zip(jax.tree_util.tree_leaves(st), jax.tree_util.tree_leaves(ref_st)):
+                np.testing.assert_array_equal(np.asarray(a)[run], np.asarray(b)[r])
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # one thread: the groups one after another
+    one = Executor(rs, shard=False, group_runs=2)
+    _, rec1 = run_batched(one, 40, chunk=40)
+    assert one._pool._max_workers == 1
+    _equal(rec, rec1)
+
+
 def test_one_init_program_for_every_n_of_the_graph_policies(grle_runs):
     """GRL/GRLE variables do not depend on N: every executor of a graph policy draws them with ONE
     shared program (most of an init's compile time). The split init gives the single-program

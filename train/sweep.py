@@ -25,6 +25,9 @@ slot index only, so the chunk boundaries leave no trace in the numbers.
 from __future__ import annotations
 
 import itertools
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -200,16 +203,42 @@ def sharded(fn_per_run: Callable, in_axes: tuple, mesh) -> Callable:
     return jax.shard_map(vm, mesh=mesh, in_specs=specs, out_specs=P("runs"), check_vma=False)
 
 
-class Executor:
-    """Batched ``init`` and ``run`` of a RunSet, on one device or split over all of them."""
+GROUP_ENV = "GRLE_JAX_GROUP_RUNS"  # runs per group on a CPU (0: one batch), for A/B runs
 
-    def __init__(self, rs: RunSet, shard: bool | None = None):
+
+def group_plan(runs: int, per_group: int | None) -> tuple[int, int] | None:
+    """(groups, width): ``runs`` split into ``ceil(runs / per_group)`` groups of one width (the
+    last padded by repeating its last run, fewer pads than groups), or None for one batch."""
+    if not per_group or runs <= per_group:
+        return None
+    groups = math.ceil(runs / per_group)
+    return groups, math.ceil(runs / groups)
+
+
+class Executor:
+    """Batched ``init`` and ``run`` of a RunSet, on one device or split over all of them.
+
+    On a CPU, the runs of a graph actor (GRL, GRLE) are run in groups of about
+    ``Actor.cpu_group_runs`` (8), each group one call of the same compiled program, the groups side
+    by side in one thread per core (``group_runs`` overrides, 0 = one batch; env
+    ``GRLE_JAX_GROUP_RUNS``). The state and the records stay one batch over all runs. A run's
+    numbers are those of its group's batch: they depend on the number of runs and the group size
+    (XLA may vectorise a batch of 8 and one of 64 differently, the last bits), never on the thread
+    count, the core count or the timing (``tests/test_train.py::test_groups_side_by_side``)."""
+
+    def __init__(self, rs: RunSet, shard: bool | None = None, group_runs: int | None = None):
         self.rs = rs
         self.n_dev = jax.device_count()
         self.shard = (self.n_dev > 1) if shard is None else shard
         self.pad = (-rs.runs) % self.n_dev if self.shard else 0
         self.total = rs.runs + self.pad
         tr = rs.trainer
+        if group_runs is None:
+            env = os.environ.get(GROUP_ENV)
+            group_runs = int(env) if env else (tr.actor.cpu_group_runs if tr.learning else None)
+        on_cpu = jax.default_backend() == "cpu"
+        self.groups = group_plan(rs.runs, group_runs) if (on_cpu and not self.shard) else None
+        self._pool = None
 
         def init(kd, h):
             return tr.init(jax.random.wrap_key_data(kd), h)
@@ -285,6 +314,8 @@ class Executor:
         return self._init(kd, self._hyper_global())
 
     def run(self, state: RunState, t0: int, length: int):
+        if self.groups is not None:
+            return self._run_groups(state, t0, length)
         if self.shard:
             tr = self.rs.trainer
             fn = _cached(self._key + ("run", length), lambda: jax.jit(
@@ -292,6 +323,34 @@ class Executor:
                 donate_argnums=(0,)))  # as Trainer.batched("run"): the state is written over
             return fn(state, self._hyper_global(), np.asarray(t0, np.int32))
         return self._run(state, self.rs.hyper, t0, length)
+
+    def _run_groups(self, state: RunState, t0: int, length: int):
+        """The runs in ``groups`` batches of one width, side by side in threads; one batch out."""
+        groups, width = self.groups
+        if self._pool is None:
+            runs = self.rs.runs
+            idx = jnp.asarray(np.minimum(np.arange(groups * width), runs - 1))  # pads repeat the last run
+
+            def split(tree):  # one program: every leaf gathered into (groups, width, ...) and unstacked
+                g = jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0).reshape((groups, width) + x.shape[1:]), tree)
+                return [jax.tree_util.tree_map(lambda x: x[i], g) for i in range(groups)]
+
+            def join(parts):
+                return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0)[:runs], *parts)
+
+            self._split, self._join = jax.jit(split), jax.jit(join)
+            batched = jax.tree_util.tree_map(lambda h, a: h if a == 0 else None, self.rs.hyper, self.rs.axes,
+                                             is_leaf=lambda x: x is None)
+            parts = self._split(batched)
+            self._hypers = [jax.tree_util.tree_map(lambda h, a, p: p if a == 0 else h, self.rs.hyper, self.rs.axes,
+                                                   part, is_leaf=lambda x: x is None) for part in parts]
+            self._pool = ThreadPoolExecutor(min(groups, os.cpu_count() or 1))
+        states = self._split(state)
+        # each thread waits for its group: two groups' programs then run at once (JAX's asynchronous
+        # dispatch alone would queue them one after another)
+        outs = list(self._pool.map(lambda g: jax.block_until_ready(self._run(states[g], self._hypers[g], t0, length)),
+                                   range(groups)))
+        return self._join([o[0] for o in outs]), self._join([o[1] for o in outs])
 
     def to_host(self, tree):
         """Gather (across processes too) and drop the padding runs."""

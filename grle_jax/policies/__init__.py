@@ -44,6 +44,11 @@ class Actor:
     # ``radio``, ``es``), so the trainer may draw several slots ahead and run the actor on all of
     # them at once (``train.loop.Trainer``, "act ahead")
     exogenous: ClassVar[bool] = False
+    # Runs per group when a CPU executor splits many runs of this actor into groups run side by
+    # side in threads (``train.sweep.Executor``); None: one batch. A graph actor's slot is many
+    # small kernels that keep one core busy, so groups side by side pay (docs/benchmarks.md,
+    # "GRLE's runs in groups"); an MLP actor's large batched products do not.
+    cpu_group_runs: ClassVar[int | None] = None
 
     @property
     def option_idx(self) -> np.ndarray:
@@ -81,6 +86,7 @@ class GraphActor(Actor):
     """GRL and GRLE: the graph convolutional actor (``policies.gcn``) over the device/option graph."""
 
     shape_free: ClassVar[bool] = True  # a graph network: its parameters do not depend on N or P
+    cpu_group_runs: ClassVar[int | None] = 8
 
     def apply(self, variables, obs: Observation, params: EnvParams) -> jax.Array:
         graph, mask = build_graph(self.static, params, obs, self.option_idx)
