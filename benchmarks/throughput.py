@@ -1,6 +1,6 @@
 """Throughput of grle_jax against the PyTorch reference, measured side by side in ONE run.
 
-    python -m benchmarks.throughput [--out benchmarks/results] [--quick] [--batches 1,16,256,1024,8192]
+    python -m benchmarks.throughput [--out benchmarks/results] [--quick] [--batches 1,16,64,256,1024,8192]
 
 For each batch size B (independent environments / agents) it measures
 - ``sim``: env-slots/s of simulation only (sample a slot, a uniformly random reachable decision,
@@ -587,6 +587,61 @@ def summarise(rows: list, batches: list) -> list:
     return out
 
 
+def check_targets(res: dict) -> list[dict]:
+    """Issue 14's part-5 targets for this CPU, as far as this run measured them: one entry each,
+    ``value`` the figures it rests on, ``met`` True / False, or None where the run did not measure
+    what the target needs (ratios are JAX / batched torch within the run)."""
+    summ, rows = res.get("summary", []), res.get("results", [])
+    out = []
+
+    def add(target, value, met):
+        out.append({"target": target, "value": value, "met": met})
+
+    ratios = [(s["metric"], s["batch"], s["jax_over_batched"]) for s in summ
+              if s["jax_over_batched"] is not None and 16 <= s["batch"] <= 8192]
+    name = "JAX ahead of batched torch, every metric, every B from 16 to 8,192"
+    if ratios:
+        m, b, r = min(ratios, key=lambda x: x[2])
+        behind = [f"{m} B={b} {r:.2f}x" for m, b, r in ratios if r <= 1]
+        add(name, "; ".join(behind) if behind else f"lowest {r:.2f}x ({m} B={b})", not behind)
+    else:
+        add(name, "no B from 16 to 8,192 with both sides", None)
+    big = [x for x in ratios if x[1] >= 1024]
+    name = "... by at least 1.5x from B = 1,024 up"
+    if big:
+        under = [f"{m} B={b} {r:.2f}x" for m, b, r in big if r < 1.5]
+        add(name, "; ".join(under) if under else f"lowest {min(r for *_, r in big):.2f}x", not under)
+    else:
+        add(name, "no B >= 1,024 with both sides", None)
+    grle = {r["batch"]: r for r in rows if r["impl"] == "jax" and r["metric"] == "train_grle"}
+    name = "GRLE: 64 runs side by side >= 4x the agent-slots/s of one run"
+    if 1 in grle and 64 in grle:
+        x = grle[64]["rate"] / grle[1]["rate"]
+        add(name, f"{x:.2f}x ({grle[64]['rate']:,.0f} against {grle[1]['rate']:,.0f})", x >= 4)
+    else:
+        add(name, "needs JAX GRLE at B = 1 and 64", None)
+    fr = [(r["fraction_of_peak"], b) for b, r in grle.items() if r.get("fraction_of_peak") is not None]
+    name = "GRLE at its best B >= a third of the matmul peak"
+    if fr:
+        f, b = max(fr)
+        add(name, f"{100 * f:.1f} % at B={b}", f >= 1 / 3)
+    else:
+        add(name, "no JAX GRLE row with FLOPs", None)
+    sim = {r["batch"]: r["rate"] for r in rows if r["impl"] == "jax" and r["metric"] == "sim"}
+    name = "sim at B = 8,192 >= 1,000,000 env-slots/s and no lower than at B = 1,024"
+    if 8192 in sim and 1024 in sim:
+        add(name, f"{sim[8192]:,.0f} (B = 1,024: {sim[1024]:,.0f})", sim[8192] >= 1e6 and sim[8192] >= sim[1024])
+    else:
+        add(name, "needs sim at B = 1,024 and 8,192", None)
+    return out
+
+
+def targets_text(targets: list[dict]) -> str:
+    tag = {True: "met", False: "NOT met", None: "not measured"}
+    return "\n".join(["# issue 14's targets (this CPU), as far as this run measured them:"]
+                     + [f"#   [{tag[t['met']]}] {t['target']}: {t['value']}" for t in targets])
+
+
 def markdown_table(res: dict) -> str:
     def f(x):
         if x is None:
@@ -641,7 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser(prog="python -m benchmarks.throughput", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="benchmarks/results", help="folder for throughput.json and throughput.png")
     p.add_argument("--quick", action="store_true", help="a run of under 2 minutes (fewer batches, slots, reps)")
-    p.add_argument("--batches", default=None, help="comma list (default 1,16,256,1024,8192; on a GPU also 32768,131072)")
+    p.add_argument("--batches", default=None, help="comma list (default 1,16,64,256,1024,8192; on a GPU also 32768,131072)")
     p.add_argument("--metrics", default=",".join(METRICS), help="comma list of " + ", ".join(METRICS))
     p.add_argument("--reps", type=int, default=5, help="timed repetitions (median reported)")
     p.add_argument("--scenario", default="csi")
@@ -676,7 +731,7 @@ def main(argv=None) -> dict:
 
     on_gpu = jax.default_backend() != "cpu"
     if a.batches is None:
-        a.batches = "1,16,256,1024,8192" + (",32768,131072" if on_gpu else "")
+        a.batches = "1,16,64,256,1024,8192" + (",32768,131072" if on_gpu else "")
         if a.quick:
             a.batches = "1,16,1024"
     if a.grle_max_batch is None:
@@ -709,10 +764,13 @@ def main(argv=None) -> dict:
 
     res = run_benchmark(a, checkpoint=lambda r: write(dict(r, partial=True)))
     res["wall_s"] = time.perf_counter() - t0
+    res["targets"] = check_targets(res)
     write(res)
     plot(res, os.path.join(a.out, "throughput.png"))
     print()
     print(markdown_table(res))
+    print()
+    print(targets_text(res["targets"]))
     print(f"\n# matmul peak {res['matmul_peak']['gflops']:.0f} GFLOP/s; wall {res['wall_s']:.0f} s; "
           f"wrote {a.out}/throughput.json and throughput.png")
     return res

@@ -428,6 +428,43 @@ def test_throughput_sides_take_turns():
     assert best["threads_tried"] == {1: 50.0, 2: pytest.approx(100 / 3)}
 
 
+def test_throughput_checks_the_targets():
+    """The throughput run ends with issue 14's part-5 targets judged from its own rows: a ratio at
+    or under 1 anywhere from B = 16 fails 'ahead', under 1.5x from B = 1,024 fails the margin, GRLE's
+    scaling needs B = 1 and 64, and a target the run did not measure is None, never met."""
+    from benchmarks.throughput import check_targets, summarise, targets_text
+
+    def row(impl, metric, B, rate, **kw):
+        return dict(impl=impl, metric=metric, batch=B, rate=rate, **kw)
+
+    rows = [row("jax", "sim", 1024, 9e5), row("torch_batched", "sim", 1024, 3e5),
+            row("jax", "sim", 8192, 1.2e6), row("torch_batched", "sim", 8192, 4e5),
+            row("jax", "train_droo", 16, 30e3), row("torch_batched", "train_droo", 16, 10e3),
+            row("jax", "train_droo", 1024, 42e3), row("torch_batched", "train_droo", 1024, 34e3),
+            row("jax", "train_grle", 1, 1000.0, fraction_of_peak=0.10),
+            row("jax", "train_grle", 64, 4100.0, fraction_of_peak=0.34),
+            row("torch_batched", "train_grle", 64, 600.0)]
+    res = {"results": rows, "summary": summarise(rows, [1, 16, 64, 1024, 8192])}
+    got = {t["target"]: t for t in check_targets(res)}
+    assert len(got) == 5
+    ahead, margin, scaling, peak, sim = got.values()
+    assert ahead["met"] is True and "1.24x (train_droo B=1024)" in ahead["value"]
+    assert margin["met"] is False and margin["value"] == "train_droo B=1024 1.24x"
+    assert scaling["met"] is True and scaling["value"].startswith("4.10x")
+    assert peak["met"] is True and peak["value"] == "34.0 % at B=64"
+    assert sim["met"] is True
+    # torch ahead at one B; GRLE without a lone run; sim falling from 1,024 to 8,192
+    rows[7]["rate"], rows[2]["rate"] = 50e3, 8e5
+    rows = [r for r in rows if not (r["metric"] == "train_grle" and r["batch"] == 1)]
+    res = {"results": rows, "summary": summarise(rows, [1, 16, 64, 1024, 8192])}
+    ahead, margin, scaling, peak, sim = check_targets(res)
+    assert ahead["met"] is False and ahead["value"] == "train_droo B=1024 0.84x"
+    assert margin["met"] is False and scaling["met"] is None and sim["met"] is False
+    text = targets_text(check_targets(res))
+    assert "[NOT met]" in text and "[not measured]" in text and "[met]" in text
+    assert check_targets({"results": [], "summary": []})[0]["met"] is None
+
+
 def test_policy_quality_out_checked_first(tmp_path, capsys):
     from benchmarks import policy_quality
 
