@@ -86,12 +86,19 @@ def _batch_minor(static: EnvStatic):
 # was (bit-identical); wider, XLA vectorises a chunk differently and rewards may move in the last
 # bit. On other platforms (a GPU wants the whole batch in one kernel) it is always one pass.
 LANE_CHUNK = 8192
+# From this many lanes up to LANE_CHUNK, a CPU batch runs as one pair of half-width chunks (XLA:CPU
+# runs the kernel faster inside such a map than as one pass: candidate scoring 2.3-2.5x at 1,024
+# lanes, 1.4-1.6x from 2,048 to 8,192; docs/benchmarks.md, "One pair of chunks from 1,024 lanes");
+# below it one pass, the program it always was. Times and rewards may move in the last bit, as
+# past LANE_CHUNK (at 1,024, 1,536 and 2,048 lanes they did not in our checks).
+PAIR_LANES = 1024
 
 
 def _chunked_kernel(static: EnvStatic, *args):
-    """``_kernel`` on the merged trailing axis; past ``LANE_CHUNK`` lanes, when compiled for a
+    """``_kernel`` on the merged trailing axis; from ``PAIR_LANES`` lanes, when compiled for a
     CPU, in equal chunks (``lax.platform_dependent`` picks the branch when the program is lowered)."""
-    if args[0].shape[-1] <= LANE_CHUNK:
+    lanes = args[0].shape[-1]
+    if lanes <= LANE_CHUNK and lanes < PAIR_LANES:
         return _kernel(static, *args)
     return jax.lax.platform_dependent(*args, cpu=functools.partial(_in_chunks, static),
                                       default=functools.partial(_kernel, static))
@@ -105,7 +112,7 @@ def _in_chunks(static: EnvStatic, *args):
     lanes as in a plain ``lax.map`` over the chunks, so the numbers are the same bit for bit;
     on a 2-core CPU the pairs run 2.2-2.4x faster (docs/benchmarks.md, "Chunks in pairs")."""
     lanes = args[0].shape[-1]
-    chunks = -(-lanes // LANE_CHUNK)
+    chunks = max(2, -(-lanes // LANE_CHUNK))  # at least one pair (from PAIR_LANES lanes)
     per = -(-lanes // chunks)  # ceil
     width = -(-per // 8) * 8
     pad = chunks * width - lanes
