@@ -82,9 +82,9 @@ def _batch_minor(static: EnvStatic):
 # Lanes (environments x candidates x runs, merged into the kernel's trailing axis) per chunk. On
 # a CPU a batch wider than this runs over equal chunks of at most this many lanes, two at a time
 # (``_in_chunks``), so that the kernel's (N, lanes) intermediates stay in the caches (issue 14;
-# docs/benchmarks.md, "Chunked slot kernel"). Up to this width the program is the one it always
-# was (bit-identical); wider, XLA vectorises a chunk differently and rewards may move in the last
-# bit. On other platforms (a GPU wants the whole batch in one kernel) it is always one pass.
+# docs/benchmarks.md, "Chunked slot kernel"); from PAIR_LANES up to this width, as one pair (below).
+# XLA vectorises a chunk differently from the whole batch, so rewards may move in the last bit. On
+# other platforms (a GPU wants the whole batch in one kernel) it is always one pass.
 LANE_CHUNK = 8192
 # From this many lanes up to LANE_CHUNK, a CPU batch runs as one pair of half-width chunks (XLA:CPU
 # runs the kernel faster inside such a map than as one pass: candidate scoring 2.3-2.5x at 1,024
