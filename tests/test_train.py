@@ -68,8 +68,18 @@ def test_groups_side_by_side(monkeypatch):
     from train.sweep import group_plan
 
     assert group_plan(4, 8) is None and group_plan(9, 8) == (2, 5) and group_plan(64, 8) == (8, 8)
-    assert group_plan(1024, 8) == (128, 8) and group_plan(20, 8) == (3, 7) and group_plan(64, 0) is None
-    assert Executor(build_runs(CFG, AGENT, seeds=9), shard=False).groups == (2, 5)
+    assert group_plan(1024, 8) == (128, 8) and group_plan(20, 8) == (4, 5) and group_plan(64, 0) is None
+    # an even count where it costs no group of padding only; at most ``above`` runs: one batch
+    assert group_plan(12, 4) == (4, 3) and group_plan(9, 4) == (3, 3) and group_plan(5, 2) == (3, 2)
+    assert group_plan(8, 4, above=8) is None and group_plan(64, 4, above=8) == (16, 4)
+    for runs in range(1, 300):
+        for per in (2, 3, 4, 8):
+            plan = group_plan(runs, per)
+            if plan is not None:
+                groups, width = plan
+                assert 0 <= groups * width - runs < width and width <= per, (runs, per, plan)
+    assert Executor(build_runs(CFG, AGENT, seeds=9), shard=False).groups == (3, 3)
+    assert Executor(build_runs(CFG, AGENT, seeds=8), shard=False).groups is None
     assert Executor(build_runs(CFG, AgentConfig(policy="droo"), seeds=64), shard=False).groups is None
     assert Executor(build_runs(CFG, AGENT, seeds=9), shard=False, group_runs=0).groups is None
     monkeypatch.setenv("GRLE_JAX_GROUP_RUNS", "0")

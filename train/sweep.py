@@ -24,6 +24,7 @@ slot index only, so the chunk boundaries leave no trace in the numbers.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -206,22 +207,30 @@ def sharded(fn_per_run: Callable, in_axes: tuple, mesh) -> Callable:
 GROUP_ENV = "GRLE_JAX_GROUP_RUNS"  # runs per group on a CPU (0: one batch), for A/B runs
 
 
-def group_plan(runs: int, per_group: int | None) -> tuple[int, int] | None:
+def group_plan(runs: int, per_group: int | None, above: int = 0) -> tuple[int, int] | None:
     """(groups, width): ``runs`` split into ``ceil(runs / per_group)`` groups of one width (the
-    last padded by repeating its last run, fewer pads than groups), or None for one batch."""
-    if not per_group or runs <= per_group:
+    last padded by repeating its last run, fewer pads than the width), one more group where that
+    makes the count even without a group of padding only (two cores then share the groups
+    evenly: 12 runs in 4 groups of 3, not 3 of 4), or None for one batch (``per_group`` 0 or
+    None, or at most ``max(per_group, above)`` runs). The plan depends on these numbers only, never
+    on the machine, so a run's numbers do not either."""
+    if not per_group or runs <= max(per_group, above):
         return None
     groups = math.ceil(runs / per_group)
+    if groups % 2:
+        width = math.ceil(runs / (groups + 1))
+        if (groups + 1) * width - runs < width:
+            groups += 1
     return groups, math.ceil(runs / groups)
 
 
 class Executor:
     """Batched ``init`` and ``run`` of a RunSet, on one device or split over all of them.
 
-    On a CPU, the runs of a graph actor (GRL, GRLE) are run in groups of about
-    ``Actor.cpu_group_runs`` (8), each group one call of the same compiled program, the groups side
-    by side in one thread per core (``group_runs`` overrides, 0 = one batch; env
-    ``GRLE_JAX_GROUP_RUNS``). The state and the records stay one batch over all runs. A run's
+    On a CPU, more than ``Actor.cpu_group_above`` (8) runs of a graph actor (GRL, GRLE) are run in
+    groups of at most ``Actor.cpu_group_runs`` (4; ``group_plan``), each group one call of the
+    same compiled program, the groups side by side in one thread per core (``group_runs``
+    overrides, 0 = one batch; env ``GRLE_JAX_GROUP_RUNS``). The state and the records stay one batch over all runs. A run's
     numbers are those of its group's batch: they depend on the number of runs and the group size
     (XLA may vectorise a batch of 8 and one of 64 differently, the last bits), never on the thread
     count, the core count or the timing (``tests/test_train.py::test_groups_side_by_side``)."""
@@ -233,11 +242,15 @@ class Executor:
         self.pad = (-rs.runs) % self.n_dev if self.shard else 0
         self.total = rs.runs + self.pad
         tr = rs.trainer
+        above = 0  # an explicit width splits any set of more runs (tests, A/B runs)
         if group_runs is None:
             env = os.environ.get(GROUP_ENV)
-            group_runs = int(env) if env else (tr.actor.cpu_group_runs if tr.learning else None)
+            if env:
+                group_runs = int(env)
+            elif tr.learning:
+                group_runs, above = tr.actor.cpu_group_runs, tr.actor.cpu_group_above
         on_cpu = jax.default_backend() == "cpu"
-        self.groups = group_plan(rs.runs, group_runs) if (on_cpu and not self.shard) else None
+        self.groups = group_plan(rs.runs, group_runs, above) if (on_cpu and not self.shard) else None
         self._pool = None
 
         def init(kd, h):
@@ -331,14 +344,31 @@ class Executor:
             runs = self.rs.runs
             idx = jnp.asarray(np.minimum(np.arange(groups * width), runs - 1))  # pads repeat the last run
 
-            def split(tree):  # one program: every leaf gathered into (groups, width, ...) and unstacked
-                g = jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0).reshape((groups, width) + x.shape[1:]), tree)
-                return [jax.tree_util.tree_map(lambda x: x[i], g) for i in range(groups)]
+            # Two small programs, each called once per group with the group's number as a traced
+            # argument: their compile time does not grow with the number of groups (one program
+            # with every group's leaves as outputs took 94 s to compile for 256 groups).
+            @jax.jit
+            def take(tree, g):  # group g's runs, gathered from the batch
+                rows = jax.lax.dynamic_slice_in_dim(idx, g * width, width)
+                return jax.tree_util.tree_map(lambda x: jnp.take(x, rows, axis=0), tree)
+
+            @functools.partial(jax.jit, donate_argnums=(0,))
+            def put(whole, part, g):  # group g's runs written into the batch (in place)
+                return jax.tree_util.tree_map(
+                    lambda w, x: jax.lax.dynamic_update_slice_in_dim(w, x, g * width, axis=0), whole, part)
+
+            trim = jax.jit(lambda tree: jax.tree_util.tree_map(lambda x: x[:runs], tree))
+
+            def split(tree):
+                return [take(tree, np.int32(g)) for g in range(groups)]
 
             def join(parts):
-                return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0)[:runs], *parts)
+                whole = jax.tree_util.tree_map(lambda x: jnp.zeros((groups * width,) + x.shape[1:], x.dtype), parts[0])
+                for g, part in enumerate(parts):
+                    whole = put(whole, part, np.int32(g))
+                return trim(whole) if groups * width > runs else whole
 
-            self._split, self._join = jax.jit(split), jax.jit(join)
+            self._split, self._join = split, join
             batched = jax.tree_util.tree_map(lambda h, a: h if a == 0 else None, self.rs.hyper, self.rs.axes,
                                              is_leaf=lambda x: x is None)
             parts = self._split(batched)

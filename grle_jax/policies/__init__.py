@@ -47,8 +47,11 @@ class Actor:
     # Runs per group when a CPU executor splits many runs of this actor into groups run side by
     # side in threads (``train.sweep.Executor``); None: one batch. A graph actor's slot is many
     # small kernels that keep one core busy, so groups side by side pay (docs/benchmarks.md,
-    # "GRLE's runs in groups"); an MLP actor's large batched products do not.
+    # "GRLE's runs in groups", "Groups of 4"); an MLP actor's large batched products do not.
     cpu_group_runs: ClassVar[int | None] = None
+    # A set of at most this many runs stays one batch (so the grid's cells, 5 seeds or 2 with
+    # ``--quick``, and every number stored from them do not depend on the group width).
+    cpu_group_above: ClassVar[int] = 8
 
     @property
     def option_idx(self) -> np.ndarray:
@@ -86,7 +89,7 @@ class GraphActor(Actor):
     """GRL and GRLE: the graph convolutional actor (``policies.gcn``) over the device/option graph."""
 
     shape_free: ClassVar[bool] = True  # a graph network: its parameters do not depend on N or P
-    cpu_group_runs: ClassVar[int | None] = 8
+    cpu_group_runs: ClassVar[int | None] = 4
 
     def apply(self, variables, obs: Observation, params: EnvParams) -> jax.Array:
         graph, mask = build_graph(self.static, params, obs, self.option_idx)
