@@ -188,7 +188,7 @@ class JaxSide:
 
     def executor_training(self, policy: str, B: int, slots: int) -> dict | None:
         """The same B agents through ``train.sweep.Executor``, the way the library runs many runs
-        (``train.grle --seeds``, sweeps, experiments): on a CPU a graph actor's runs go in groups
+        (``train.grle --seeds``, sweeps, experiments): on a CPU many runs of a learner go in groups
         side by side in threads. None where the executor runs them as one batch (the program
         above)."""
         jax = self.jax
@@ -495,7 +495,7 @@ def run_benchmark(a, checkpoint=None) -> dict:
                     policy = metric[len("train_"):]
                     slots = a.train_slots if policy == "droo" else a.grle_slots
                     reps = a.reps if policy == "droo" else max(1, min(a.reps, a.grle_reps))
-                    jm = J.executor_training(policy, B, slots) if policy != "droo" else None
+                    jm = J.executor_training(policy, B, slots)
                     fn = args = None
                     if jm is None:
                         fn, args, adv, length = J.jax_online_training_fn(policy, B, slots)

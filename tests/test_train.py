@@ -72,6 +72,7 @@ def test_groups_side_by_side(monkeypatch):
     # an even count where it costs no group of padding only; at most ``above`` runs: one batch
     assert group_plan(12, 4) == (4, 3) and group_plan(9, 4) == (3, 3) and group_plan(5, 2) == (3, 2)
     assert group_plan(8, 4, above=8) is None and group_plan(64, 4, above=8) == (16, 4)
+    assert group_plan(64, 128, above=32) == (2, 32) and group_plan(1024, 128, above=32) == (8, 128)
     for runs in range(1, 300):
         for per in (2, 3, 4, 8):
             plan = group_plan(runs, per)
@@ -80,24 +81,27 @@ def test_groups_side_by_side(monkeypatch):
                 assert 0 <= groups * width - runs < width and width <= per, (runs, per, plan)
     assert Executor(build_runs(CFG, AGENT, seeds=9), shard=False).groups == (3, 3)
     assert Executor(build_runs(CFG, AGENT, seeds=8), shard=False).groups is None
-    assert Executor(build_runs(CFG, AgentConfig(policy="droo"), seeds=64), shard=False).groups is None
+    assert Executor(build_runs(CFG, AgentConfig(policy="droo"), seeds=64), shard=False).groups == (2, 32)
+    assert Executor(build_runs(CFG, AgentConfig(policy="droo"), seeds=32), shard=False).groups is None
+    assert Executor(build_runs(CFG, AgentConfig(policy="greedy"), seeds=64), shard=False).groups is None
     assert Executor(build_runs(CFG, AGENT, seeds=9), shard=False, group_runs=0).groups is None
     monkeypatch.setenv("GRLE_JAX_GROUP_RUNS", "0")
     assert Executor(build_runs(CFG, AGENT, seeds=9), shard=False).groups is None
     monkeypatch.delenv("GRLE_JAX_GROUP_RUNS")
 
-    rs = build_runs(CFG, AGENT, seeds=5, seed=0)
-    ex = Executor(rs, shard=False, group_runs=2)
-    assert ex.groups == (3, 2)  # runs (0, 1), (2, 3), (4, 4 padded)
-    st, rec = run_batched(ex, 40, chunk=20)
-    whole = rs.trainer.batched("train", rs.axes)
-    for runs in ([0, 1], [2, 3], [4, 4]):
-        ref_st, ref = whole(rs.keys[np.asarray(runs)], rs.hyper, 40)
-        for r, run in enumerate(runs):
-            for k in rec:
-                np.testing.assert_array_equal(rec[k][run], np.asarray(ref[k])[r], err_msg=f"{k} run {run}")
-            for a, b in zip(jax.tree_util.tree_leaves(st), jax.tree_util.tree_leaves(ref_st)):
-                np.testing.assert_array_equal(np.asarray(a)[run], np.asarray(b)[r])
+    for agent in (AgentConfig(policy="droo"), AGENT):  # an MLP learner, then a graph learner
+        rs = build_runs(CFG, agent, seeds=5, seed=0)
+        ex = Executor(rs, shard=False, group_runs=2)
+        assert ex.groups == (3, 2)  # runs (0, 1), (2, 3), (4, 4 padded)
+        st, rec = run_batched(ex, 40, chunk=20)
+        whole = rs.trainer.batched("train", rs.axes)
+        for runs in ([0, 1], [2, 3], [4, 4]):
+            ref_st, ref = whole(rs.keys[np.asarray(runs)], rs.hyper, 40)
+            for r, run in enumerate(runs):
+                for k in rec:
+                    np.testing.assert_array_equal(rec[k][run], np.asarray(ref[k])[r], err_msg=f"{k} run {run}")
+                for a, b in zip(jax.tree_util.tree_leaves(st), jax.tree_util.tree_leaves(ref_st)):
+                    np.testing.assert_array_equal(np.asarray(a)[run], np.asarray(b)[r])
     monkeypatch.setattr(os, "cpu_count", lambda: 1)  # one thread: the groups one after another
     one = Executor(rs, shard=False, group_runs=2)
     _, rec1 = run_batched(one, 40, chunk=40)

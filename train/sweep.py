@@ -207,16 +207,16 @@ def sharded(fn_per_run: Callable, in_axes: tuple, mesh) -> Callable:
 GROUP_ENV = "GRLE_JAX_GROUP_RUNS"  # runs per group on a CPU (0: one batch), for A/B runs
 
 
-def group_plan(runs: int, per_group: int | None, above: int = 0) -> tuple[int, int] | None:
-    """(groups, width): ``runs`` split into ``ceil(runs / per_group)`` groups of one width (the
-    last padded by repeating its last run, fewer pads than the width), one more group where that
-    makes the count even without a group of padding only (two cores then share the groups
-    evenly: 12 runs in 4 groups of 3, not 3 of 4), or None for one batch (``per_group`` 0 or
-    None, or at most ``max(per_group, above)`` runs). The plan depends on these numbers only, never
-    on the machine, so a run's numbers do not either."""
-    if not per_group or runs <= max(per_group, above):
+def group_plan(runs: int, per_group: int | None, above: int | None = None) -> tuple[int, int] | None:
+    """(groups, width): ``runs`` split into ``max(2, ceil(runs / per_group))`` groups of one width
+    (the last padded by repeating its last run, fewer pads than the width), one more group where
+    that makes the count even without a group of padding only (two cores then share the groups
+    evenly: 12 runs in 4 groups of 3, not 3 of 4), or None for one batch: ``per_group`` 0 or None,
+    or at most ``above`` runs (default ``per_group``). The plan depends on these numbers only,
+    never on the machine, so a run's numbers do not either."""
+    if not per_group or runs <= (per_group if above is None else above) or runs < 2:
         return None
-    groups = math.ceil(runs / per_group)
+    groups = max(2, math.ceil(runs / per_group))
     if groups % 2:
         width = math.ceil(runs / (groups + 1))
         if (groups + 1) * width - runs < width:
@@ -227,10 +227,11 @@ def group_plan(runs: int, per_group: int | None, above: int = 0) -> tuple[int, i
 class Executor:
     """Batched ``init`` and ``run`` of a RunSet, on one device or split over all of them.
 
-    On a CPU, more than ``Actor.cpu_group_above`` (8) runs of a graph actor (GRL, GRLE) are run in
-    groups of at most ``Actor.cpu_group_runs`` (4; ``group_plan``), each group one call of the
-    same compiled program, the groups side by side in one thread per core (``group_runs``
-    overrides, 0 = one batch; env ``GRLE_JAX_GROUP_RUNS``). The state and the records stay one batch over all runs. A run's
+    On a CPU, more than ``Actor.cpu_group_above`` runs of a learner are run in groups of at most
+    ``Actor.cpu_group_runs`` runs (``group_plan``; GRL, GRLE: more than 8 runs in groups of 4;
+    DROO, DROOE: more than 32 in groups of 128, at least two), each group one call of the same
+    compiled program, the groups side by side in one thread per core (``group_runs`` overrides,
+    0 = one batch; env ``GRLE_JAX_GROUP_RUNS``). The state and the records stay one batch over all runs. A run's
     numbers are those of its group's batch: they depend on the number of runs and the group size
     (XLA may vectorise a batch of 8 and one of 64 differently, the last bits), never on the thread
     count, the core count or the timing (``tests/test_train.py::test_groups_side_by_side``)."""
@@ -242,7 +243,7 @@ class Executor:
         self.pad = (-rs.runs) % self.n_dev if self.shard else 0
         self.total = rs.runs + self.pad
         tr = rs.trainer
-        above = 0  # an explicit width splits any set of more runs (tests, A/B runs)
+        above = None  # an explicit width splits any set of more runs (tests, A/B runs)
         if group_runs is None:
             env = os.environ.get(GROUP_ENV)
             if env:

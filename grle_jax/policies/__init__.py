@@ -44,10 +44,11 @@ class Actor:
     # ``radio``, ``es``), so the trainer may draw several slots ahead and run the actor on all of
     # them at once (``train.loop.Trainer``, "act ahead")
     exogenous: ClassVar[bool] = False
-    # Runs per group when a CPU executor splits many runs of this actor into groups run side by
-    # side in threads (``train.sweep.Executor``); None: one batch. A graph actor's slot is many
-    # small kernels that keep one core busy, so groups side by side pay (docs/benchmarks.md,
-    # "GRLE's runs in groups", "Groups of 4"); an MLP actor's large batched products do not.
+    # Runs per group (at most) when a CPU executor splits many runs of this actor into groups run
+    # side by side in threads (``train.sweep.Executor``, ``group_plan``); None: one batch. A slot
+    # is many small kernels that keep one core busy, so groups side by side pay; narrow groups keep
+    # a learning step's arrays in the caches (docs/benchmarks.md, "GRLE's runs in groups",
+    # "Narrower groups, and DROO's runs in groups").
     cpu_group_runs: ClassVar[int | None] = None
     # A set of at most this many runs stays one batch (so the grid's cells, 5 seeds or 2 with
     # ``--quick``, and every number stored from them do not depend on the group width).
@@ -123,6 +124,10 @@ class MLPActor(Actor):
     """DROO and DROOE: the MLP on channel states (``policies.mlp``); its sizes are N * M in, N * P out."""
 
     exogenous: ClassVar[bool] = True  # the rates and links only
+    # more than 32 runs in at least two groups of at most 128 (1,024 DROO runs: 52k -> 72k
+    # agent-slots/s on a 2-core CPU; 16 runs gained nothing, so they stay one batch)
+    cpu_group_runs: ClassVar[int | None] = 128
+    cpu_group_above: ClassVar[int] = 32
 
     def apply(self, variables, obs: Observation, params: EnvParams) -> jax.Array:
         return self.module.apply(variables, obs, params)
