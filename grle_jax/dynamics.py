@@ -92,6 +92,9 @@ LANE_CHUNK = 8192
 # below it one pass, the program it always was. Times and rewards may move in the last bit, as
 # past LANE_CHUNK (at 1,024, 1,536 and 2,048 lanes they did not in our checks).
 PAIR_LANES = 1024
+# Up to LANE_CHUNK lanes the chunks of a pair are at most this wide: 8,192 lanes run as two pairs
+# of 2,048-lane chunks, not one pair of 4,096 (docs/benchmarks.md, "Chunks of at most 2,048 lanes").
+PAIR_CHUNK = 2048
 
 
 def _chunked_kernel(static: EnvStatic, *args):
@@ -112,7 +115,10 @@ def _in_chunks(static: EnvStatic, *args):
     lanes as in a plain ``lax.map`` over the chunks, so the numbers are the same bit for bit;
     on a 2-core CPU the pairs run 2.2-2.4x faster (docs/benchmarks.md, "Chunks in pairs")."""
     lanes = args[0].shape[-1]
-    chunks = max(2, -(-lanes // LANE_CHUNK))  # at least one pair (from PAIR_LANES lanes)
+    if lanes <= LANE_CHUNK:  # pairs of chunks of at most PAIR_CHUNK lanes (one pair up to 2 x PAIR_CHUNK)
+        chunks = 2 * max(1, -(-lanes // (2 * PAIR_CHUNK)))
+    else:
+        chunks = -(-lanes // LANE_CHUNK)
     per = -(-lanes // chunks)  # ceil
     width = -(-per // 8) * 8
     pad = chunks * width - lanes

@@ -290,14 +290,16 @@ def test_inactive_and_unlinked_devices():
     assert float(out.reward) == pytest.approx(float(params.acc[0]) - 1.5, abs=1e-5)
 
 
-@pytest.mark.parametrize("chunk, pair, more_loops", [(64, None, 2), (130, None, 1), (None, 200, 1)])
-def test_chunked_kernel_equals_whole_batch(monkeypatch, chunk, pair, more_loops):
+@pytest.mark.parametrize("chunk, pair, pair_chunk, more_loops",
+                         [(64, None, None, 2), (130, None, None, 1), (None, 200, None, 1), (None, 200, 64, 2)])
+def test_chunked_kernel_equals_whole_batch(monkeypatch, chunk, pair, pair_chunk, more_loops):
     """A batch wider than ``dynamics.LANE_CHUNK`` lanes runs the slot kernel over equal, padded
     chunks, two at a time (a ``lax.map`` over pairs of chunks of a ``lax.map`` over the pair; issue
     14); one of ``PAIR_LANES`` lanes or more, up to ``LANE_CHUNK``, as one pair of half-width
     chunks. Forced here on 7 x 37 = 259 lanes: a 64-lane chunk gives 5 chunks of 56 (21 padded
     lanes, and a sixth chunk of padding to make the pairs), a 130-lane one 2 chunks of 136, and
-    ``PAIR_LANES`` = 200 (the default ``LANE_CHUNK``) the same pair of 136. Every outcome
+    ``PAIR_LANES`` = 200 (the default ``LANE_CHUNK``) the same pair of 136, and with
+    ``PAIR_CHUNK`` = 64 as well three pairs of 48-lane chunks (29 padded lanes). Every outcome
     equals the whole batch's (booleans exactly, times and rewards to float32 rounding: XLA
     vectorises a chunk differently) and each decision scored alone."""
     import grle_jax.dynamics as dyn
@@ -321,6 +323,8 @@ def test_chunked_kernel_equals_whole_batch(monkeypatch, chunk, pair, more_loops)
         monkeypatch.setattr(dyn, "LANE_CHUNK", chunk)
     if pair is not None:
         monkeypatch.setattr(dyn, "PAIR_LANES", pair)
+    if pair_chunk is not None:
+        monkeypatch.setattr(dyn, "PAIR_CHUNK", pair_chunk)
     chunked, chunked_loops = outcomes()
     # the CPU's program maps over the pairs (a loop of one pair is no loop), and over each pair
     assert chunked_loops == loops + more_loops
