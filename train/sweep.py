@@ -231,10 +231,10 @@ class Executor:
     ``Actor.cpu_group_runs`` runs (``group_plan``; GRL, GRLE: more than 8 runs in groups of 4;
     DROO, DROOE: more than 32 in groups of 128, at least two), each group one call of the same
     compiled program, the groups side by side in one thread per core (``group_runs`` overrides,
-    0 = one batch; env ``GRLE_JAX_GROUP_RUNS``). The state and the records stay one batch over all runs. A run's
-    numbers are those of its group's batch: they depend on the number of runs and the group size
-    (XLA may vectorise a batch of 8 and one of 64 differently, the last bits), never on the thread
-    count, the core count or the timing (``tests/test_train.py::test_groups_side_by_side``)."""
+    0 = one batch; env ``GRLE_JAX_GROUP_RUNS``). The state and the records stay one batch over
+    all runs. A run's numbers are those of its group's batch: they depend on the number of runs
+    and the group size (XLA may vectorise a batch of 8 and one of 64 differently, the last bits),
+    never on the thread count, the core count or the timing (``tests/test_train.py::test_groups_side_by_side``)."""
 
     def __init__(self, rs: RunSet, shard: bool | None = None, group_runs: int | None = None):
         self.rs = rs
