@@ -83,13 +83,16 @@ def test_groups_side_by_side(monkeypatch):
     assert Executor(build_runs(CFG, AGENT, seeds=8), shard=False).groups is None
     assert Executor(build_runs(CFG, AgentConfig(policy="droo"), seeds=64), shard=False).groups == (2, 32)
     assert Executor(build_runs(CFG, AgentConfig(policy="droo"), seeds=32), shard=False).groups is None
-    assert Executor(build_runs(CFG, AgentConfig(policy="greedy"), seeds=64), shard=False).groups is None
+    assert Executor(build_runs(CFG, AgentConfig(policy="greedy"), seeds=64), shard=False).groups == (2, 32)
+    assert Executor(build_runs(CFG, AgentConfig(policy="greedy"), seeds=8), shard=False).groups is None
+    assert Executor(build_runs(CFG, AgentConfig(policy="random"), seeds=128), shard=False).groups is None
+    assert Executor(build_runs(CFG, AgentConfig(policy="random"), seeds=256), shard=False).groups == (2, 128)
     assert Executor(build_runs(CFG, AGENT, seeds=9), shard=False, group_runs=0).groups is None
     monkeypatch.setenv("GRLE_JAX_GROUP_RUNS", "0")
     assert Executor(build_runs(CFG, AGENT, seeds=9), shard=False).groups is None
     monkeypatch.delenv("GRLE_JAX_GROUP_RUNS")
 
-    for agent in (AgentConfig(policy="droo"), AGENT):  # an MLP learner, then a graph learner
+    for agent in (AgentConfig(policy="greedy"), AgentConfig(policy="droo"), AGENT):  # fixed, MLP, graph
         rs = build_runs(CFG, agent, seeds=5, seed=0)
         ex = Executor(rs, shard=False, group_runs=2)
         assert ex.groups == (3, 2)  # runs (0, 1), (2, 3), (4, 4 padded)

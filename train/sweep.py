@@ -205,6 +205,12 @@ def sharded(fn_per_run: Callable, in_axes: tuple, mesh) -> Callable:
 
 
 GROUP_ENV = "GRLE_JAX_GROUP_RUNS"  # runs per group on a CPU (0: one batch), for A/B runs
+# Fixed policies (greedy, the oracle): more than 8 runs in at least two groups of at most 512 (a
+# learner's actor says its own: ``Actor.cpu_group_runs``, ``cpu_group_above``); random, whose slot
+# is cheap enough that a small set's calls would be mostly overhead, from 129 runs. Greedy at 64
+# runs 28,535 -> 57,854 run-slots/s, random at 8,192 runs 761,756 -> 1,303,357 (docs/benchmarks.md).
+FIXED_GROUP_RUNS = 512
+FIXED_GROUP_ABOVE = {"random": 128}  # the others: 8
 
 
 def group_plan(runs: int, per_group: int | None, above: int | None = None) -> tuple[int, int] | None:
@@ -229,7 +235,8 @@ class Executor:
 
     On a CPU, more than ``Actor.cpu_group_above`` runs of a learner are run in groups of at most
     ``Actor.cpu_group_runs`` runs (``group_plan``; GRL, GRLE: more than 8 runs in groups of 4;
-    DROO, DROOE: more than 32 in groups of 128, at least two), each group one call of the same
+    DROO, DROOE: more than 32 in groups of 128, at least two; greedy and the oracle: more than 8
+    in groups of 512, random more than 128, at least two), each group one call of the same
     compiled program, the groups side by side in one thread per core (``group_runs`` overrides,
     0 = one batch; env ``GRLE_JAX_GROUP_RUNS``). The state and the records stay one batch over
     all runs. A run's numbers are those of its group's batch: they depend on the number of runs
@@ -250,6 +257,8 @@ class Executor:
                 group_runs = int(env)
             elif tr.learning:
                 group_runs, above = tr.actor.cpu_group_runs, tr.actor.cpu_group_above
+            else:
+                group_runs, above = FIXED_GROUP_RUNS, FIXED_GROUP_ABOVE.get(tr.agent.policy, 8)
         on_cpu = jax.default_backend() == "cpu"
         self.groups = group_plan(rs.runs, group_runs, above) if (on_cpu and not self.shard) else None
         self._pool = None
