@@ -141,6 +141,20 @@ def _in_chunks(static: EnvStatic, *args):
     return jax.tree_util.tree_map(join, out)
 
 
+def _pick(hot: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
+    """``jnp.sum(jnp.where(hot[None], x, 0.0), axis=1)`` for a float ``x`` (Q, N, B) and a ``hot``
+    (N, B) with at most one true per column, bit for bit, summed as int32 bit patterns: the one
+    picked pattern plus zeros is that pattern, so the sum is exact in any order. XLA:CPU hands a
+    float reduction to a library kernel (YNNPACK) that cannot fuse the select before it, so the
+    (Q, N, B) select was written to memory at every FCFS step; an integer reduction stays one fused
+    loop (docs/benchmarks.md, "The FCFS pick as an integer sum"). A picked -0.0 or subnormal comes
+    back as +0.0, as from the float sum (``0.0 + -0.0``; XLA:CPU treats subnormal inputs as zero).
+    ``tests/test_dynamics.py::test_fcfs_pick_equals_the_float_sum_bit_for_bit``."""
+    bits = jnp.sum(jnp.where(hot[None], jax.lax.bitcast_convert_type(x, jnp.int32), 0), axis=1)
+    bits = jnp.where((bits & 0x7F800000) == 0, 0, bits)  # +-0 and subnormals -> +0.0
+    return jax.lax.bitcast_convert_type(bits, x.dtype)
+
+
 def _kernel(static: EnvStatic, D, rho, c, acc, radio0, es0, s, rate, phi, eps, L, has_task, option):
     """The slot on batch-minor arrays: device (or ES) axis first, one trailing batch axis B
     (``D``, ``rho``: (B,); ``c``: (M, E, B); ``acc``: (E, B); ``rate``, ``L``: (N, M, B))."""
@@ -176,7 +190,7 @@ def _kernel(static: EnvStatic, D, rho, c, acc, radio0, es0, s, rate, phi, eps, L
     def serve(p, carry):
         free, S = carry  # free: (M, B) busy-until of each ES; S: (N, B)
         hot = rank == p
-        a, w, mp, live = jnp.sum(jnp.where(hot[None], task, 0.0), axis=1)  # (B,) each
+        a, w, mp, live = _pick(hot, task)  # (B,) each
         before = sum(jnp.where(mp == k, free[k], 0.0) for k in range(n_es))
         start_es = jnp.maximum(a, before)  # S: reaches the head of the queue
         if abort:  # dropped when it reaches the head at/after dl; aborted at dl when running

@@ -339,3 +339,22 @@ def test_chunked_kernel_equals_whole_batch(monkeypatch, chunk, pair, pair_chunk,
     for b, k in [(0, 0), (3, 20), (6, 36)]:  # first, middle and last lanes (the last chunk is padded)
         ob = jax.tree_util.tree_map(lambda x: x[b], obs)
         assert float(chunked.reward[b, k]) == pytest.approx(float(one(ob, opts[b, k])), abs=1e-5)
+
+
+def test_fcfs_pick_equals_the_float_sum_bit_for_bit():
+    """The FCFS step picks the task at each position as an int32 sum of bit patterns
+    (``dynamics._pick``, faster on XLA:CPU); it must equal the masked float sum it replaced bit for
+    bit, for one-hot and empty columns and for the special values (+-0, +-inf, NaN, subnormals)."""
+    from grle_jax.dynamics import _pick
+
+    rng = np.random.default_rng(7)
+    q, n, b = 4, 14, 512
+    x = rng.standard_normal((q, n, b)).astype(np.float32) * np.float32(1e3)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 3.4e38], np.float32)
+    x[:, :, :64] = np.resize(special, (q, n, 64))  # every special value at every position
+    rank = np.argsort(rng.random((n, b)), axis=0)  # a permutation of 0..N-1 per column
+    for p in (0, 5, n - 1, n):  # position n: no task there (an empty column)
+        hot = rank == p
+        got = jax.jit(_pick)(jnp.asarray(hot), jnp.asarray(x))
+        want = jax.jit(lambda h, v: jnp.sum(jnp.where(h[None], v, 0.0), axis=1))(jnp.asarray(hot), jnp.asarray(x))
+        np.testing.assert_array_equal(np.asarray(got).view(np.int32), np.asarray(want).view(np.int32))
