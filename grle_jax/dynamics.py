@@ -212,7 +212,7 @@ def _kernel(static: EnvStatic, D, rho, c, acc, radio0, es0, s, rate, phi, eps, L
     reward = (
         jnp.sum(achieved, axis=0)
         - jnp.sum(jnp.where(late, penalty, 0.0), axis=0)
-        - rho * jnp.sum(unserved.astype(A.dtype), axis=0)
+        - rho * jnp.sum(unserved, axis=0, dtype=jnp.int32).astype(A.dtype)  # a count: exact either way
     )
     nan = jnp.full_like(A, jnp.nan)
     F_r = jnp.where(served, F, nan)
