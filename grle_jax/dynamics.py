@@ -143,15 +143,19 @@ def _in_chunks(static: EnvStatic, *args):
 
 def _pick(hot: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
     """``jnp.sum(jnp.where(hot[None], x, 0.0), axis=1)`` for a float ``x`` (Q, N, B) and a ``hot``
-    (N, B) with at most one true per column, bit for bit, summed as int32 bit patterns: the one
+    (N, B) with at most one true per column, bit for bit, summed as integer bit patterns: the one
     picked pattern plus zeros is that pattern, so the sum is exact in any order. XLA:CPU hands a
     float reduction to a library kernel (YNNPACK) that cannot fuse the select before it, so the
     (Q, N, B) select was written to memory at every FCFS step; an integer reduction stays one fused
     loop (docs/benchmarks.md, "The FCFS pick as an integer sum"). A picked -0.0 or subnormal comes
-    back as +0.0, as from the float sum (``0.0 + -0.0``; XLA:CPU treats subnormal inputs as zero).
+    back as +0.0, as from the float sum (``0.0 + -0.0``; XLA:CPU treats subnormal inputs as zero;
+    a GPU that keeps subnormals would keep one in the float sum, but the picked values, times in ms,
+    works, ES indices and flags, are never subnormal).
     ``tests/test_dynamics.py::test_fcfs_pick_equals_the_float_sum_bit_for_bit``."""
-    bits = jnp.sum(jnp.where(hot[None], jax.lax.bitcast_convert_type(x, jnp.int32), 0), axis=1)
-    bits = jnp.where((bits & 0x7F800000) == 0, 0, bits)  # +-0 and subnormals -> +0.0
+    ity = jnp.dtype(f"int{8 * x.dtype.itemsize}")  # int32 for float32 (int64 under jax_enable_x64)
+    bits = jnp.sum(jnp.where(hot[None], jax.lax.bitcast_convert_type(x, ity), 0), axis=1, dtype=ity)
+    exponent = jax.lax.bitcast_convert_type(jnp.array(jnp.inf, x.dtype), ity)  # the exponent's bits
+    bits = jnp.where((bits & exponent) == 0, 0, bits)  # +-0 and subnormals -> +0.0
     return jax.lax.bitcast_convert_type(bits, x.dtype)
 
 

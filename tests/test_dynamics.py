@@ -341,20 +341,26 @@ def test_chunked_kernel_equals_whole_batch(monkeypatch, chunk, pair, pair_chunk,
         assert float(chunked.reward[b, k]) == pytest.approx(float(one(ob, opts[b, k])), abs=1e-5)
 
 
-def test_fcfs_pick_equals_the_float_sum_bit_for_bit():
-    """The FCFS step picks the task at each position as an int32 sum of bit patterns
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fcfs_pick_equals_the_float_sum_bit_for_bit(dtype):
+    """The FCFS step picks the task at each position as an integer sum of bit patterns
     (``dynamics._pick``, faster on XLA:CPU); it must equal the masked float sum it replaced bit for
-    bit, for one-hot and empty columns and for the special values (+-0, +-inf, NaN, subnormals)."""
+    bit, for one-hot and empty columns and for the special values (+-0, +-inf, NaN, subnormals);
+    float64 too (``jax_enable_x64``), where the patterns are int64."""
     from grle_jax.dynamics import _pick
 
     rng = np.random.default_rng(7)
     q, n, b = 4, 14, 512
-    x = rng.standard_normal((q, n, b)).astype(np.float32) * np.float32(1e3)
-    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 3.4e38], np.float32)
+    tiny = np.finfo(dtype).smallest_subnormal
+    x = rng.standard_normal((q, n, b)).astype(dtype) * 1e3
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, tiny, -tiny, np.finfo(dtype).max], dtype)
     x[:, :, :64] = np.resize(special, (q, n, 64))  # every special value at every position
     rank = np.argsort(rng.random((n, b)), axis=0)  # a permutation of 0..N-1 per column
-    for p in (0, 5, n - 1, n):  # position n: no task there (an empty column)
-        hot = rank == p
-        got = jax.jit(_pick)(jnp.asarray(hot), jnp.asarray(x))
-        want = jax.jit(lambda h, v: jnp.sum(jnp.where(h[None], v, 0.0), axis=1))(jnp.asarray(hot), jnp.asarray(x))
-        np.testing.assert_array_equal(np.asarray(got).view(np.int32), np.asarray(want).view(np.int32))
+    ity = np.int32 if dtype == "float32" else np.int64
+    with jax.enable_x64(dtype == "float64"):
+        for p in (0, 5, n - 1, n):  # position n: no task there (an empty column)
+            hot, xs = jnp.asarray(rank == p), jnp.asarray(x)
+            got = jax.jit(_pick)(hot, xs)
+            want = jax.jit(lambda h, v: jnp.sum(jnp.where(h[None], v, 0.0), axis=1))(hot, xs)
+            assert got.dtype == want.dtype == np.dtype(dtype)
+            np.testing.assert_array_equal(np.asarray(got).view(ity), np.asarray(want).view(ity))
