@@ -4,7 +4,10 @@ estimated from measured costs instead of run (it is hours on a CPU).
 For every sweep policy and a few N, one cell's program is built exactly as `train.experiments`
 builds it (`build_runs` over the base scenario, its S seeds side by side, the policy's default
 variant), compiled (timed apart: init plus the first chunk), then run for ``--reps`` repetitions
-of ``--slots`` slots each; the median gives milliseconds per run and slot. `train.experiments` runs
+of ``--slots`` slots each; the median gives milliseconds per run and slot. ``--slots`` defaults to
+the grid's own chunk (`train.experiments --chunk`, 1,000 slots per call): what a call costs beyond
+its slots (dispatch, records to the host, fresh pages for the call's buffers) then weighs as it
+does in the grid. `train.experiments` runs
 one cell (its 5 seeds) per call of a program, and ``--workers`` cells at once, each in its own
 thread (default one per core); so does this estimate (``--workers W``: W cells of the program,
 different seeds, in W threads; the wall time over all their runs). ``--group G`` measures G cells'
@@ -134,7 +137,9 @@ def _main(argv) -> int:
     p.add_argument("--workers", type=int, default=None,
                    help="cells running at once, each in its own thread (train.experiments --workers; default: "
                         "one per CPU core)")
-    p.add_argument("--slots", type=int, default=100, help="slots per repetition (a multiple of train_every = 10)")
+    p.add_argument("--slots", type=int, default=cli.default("chunk"),
+                   help="slots per repetition and call, a multiple of train_every = 10 (default: the grid's chunk, "
+                        "train.experiments --chunk)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--convergence", action="store_true", help="also measure the convergence experiment's cells")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results here")
