@@ -67,10 +67,10 @@ def sequential_decode(static: EnvStatic, params: EnvParams, obs: Observation, op
     reward's sums run over the devices in index order, as the kernel's do. The decisions are
     bit-identical to those of scoring every try with ``evaluate``
     (tests/test_variant.py::test_sequential_decode_equals_evaluate_tries)."""
-    from .dynamics import carry_over
+    from .dynamics import carry_over, overdue_after
 
     n, n_es, e_count = static.n, static.m, static.e
-    abort = static.overdue == "abort"
+    abort = params.abort
     options = jnp.asarray(options, jnp.int32)
     n_opt = options.shape[0]
     mask = reachable(static, obs.L)[:, options]  # (N, P)
@@ -113,10 +113,7 @@ def sequential_decode(static: EnvStatic, params: EnvParams, obs: Observation, op
             a, w, mp = ia[:, p], iw[:, p], im[:, p]
             before = sum(jnp.where(mp == k, free[k], 0.0) for k in range(n_es))
             start_es = jnp.maximum(a, before)
-            if abort:
-                after = jnp.where(start_es < D, jnp.minimum(start_es + w, D), before)
-            else:
-                after = start_es + w
+            after = overdue_after(abort, start_es, w, before, D)
             busy = p < n_live
             free = jnp.stack([jnp.where(busy & (mp == k), after, free[k]) for k in range(n_es)])
             return free, S.at[:, p].set(start_es)

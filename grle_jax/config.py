@@ -1,10 +1,10 @@
 """Configuration: one frozen, validated dataclass, split into static shapes and dynamic values.
 
 ``Config`` is what users write (JSON, CLI flags). It splits into
-- ``EnvStatic``: sizes and code paths that fix array shapes or the compiled program (N, M, E,
-  the ``overdue`` rule). Hashable, passed to ``jit`` as a static argument.
+- ``EnvStatic``: the sizes that fix array shapes (N, M, E). Hashable, passed to ``jit`` as a
+  static argument.
 - ``EnvParams``: every value that may vary inside one compiled program (slot length, deadline,
-  ranges, probabilities, rho, the exit table). A ``flax.struct.dataclass`` of arrays, so a sweep
+  ranges, probabilities, rho, the ``overdue`` rule, the exit table). A ``flax.struct.dataclass`` of arrays, so a sweep
   over any of them is a ``vmap``.
 
 Scenario presets (docs/model.md section 4) fill the ``phi``, ``eps`` and ``csi`` ranges.
@@ -124,19 +124,19 @@ class Config:
 
     # ------------------------------------------------------------------------------------------
     def static(self, profile: Profile = DEFAULT_PROFILE) -> "EnvStatic":
-        return EnvStatic(n=self.devices, m=self.servers, e=profile.n_exits, overdue=self.overdue)
+        return EnvStatic(n=self.devices, m=self.servers, e=profile.n_exits)
 
     def params(self, profile: Profile = DEFAULT_PROFILE) -> "EnvParams":
         return EnvParams.make(self, profile)
 
 
 class EnvStatic(NamedTuple):
-    """Shapes and code paths; hashable, a static argument of every jitted function."""
+    """Shapes; hashable, a static argument of every jitted function. (The ``overdue`` rule is a
+    dynamic value, ``EnvParams.abort``: both rules share one compiled program.)"""
 
     n: int  # devices
     m: int  # edge servers
     e: int  # candidate exits
-    overdue: str = "abort"
 
     @property
     def options(self) -> int:
@@ -164,6 +164,7 @@ class EnvParams:
     p_active: jnp.ndarray  # ()
     topology_every: jnp.ndarray  # () int32
     rho: jnp.ndarray  # ()
+    abort: jnp.ndarray  # () bool: ``overdue == "abort"`` (docs/model.md section 2, step 7)
     acc: jnp.ndarray  # (E,)
     c: jnp.ndarray  # (M, E) nominal compute time in ms at full capacity
 
@@ -187,6 +188,7 @@ class EnvParams:
             p_active=f(cfg.p_active),
             topology_every=jnp.asarray(cfg.topology_every, jnp.int32),
             rho=f(cfg.rho),
+            abort=jnp.asarray(cfg.overdue == "abort"),
             acc=f(profile.acc_array()),
             c=f(profile.c_matrix(cfg.servers)),
         )

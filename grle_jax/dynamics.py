@@ -43,8 +43,8 @@ def slot_outcome(
 
     One environment's view; under ``vmap`` (any number of nested levels, over environments,
     candidates or hyperparameters) the work runs batch-minor, see ``_batch_minor``."""
-    args = (params.deadline_ms, params.rho, params.c, params.acc, radio0, es0, s, rate, phi, eps, L,
-            has_task, option.astype(jnp.int32))
+    args = (params.deadline_ms, params.rho, params.abort, params.c, params.acc, radio0, es0, s, rate, phi, eps,
+            L, has_task, option.astype(jnp.int32))
     out = _batch_minor(static)(*[jnp.asarray(a)[..., None] for a in args])
     return jax.tree_util.tree_map(lambda o: o[..., 0], out)
 
@@ -141,6 +141,18 @@ def _in_chunks(static: EnvStatic, *args):
     return jax.tree_util.tree_map(join, out)
 
 
+def overdue_after(abort: jnp.ndarray, start_es: jnp.ndarray, w: jnp.ndarray, before: jnp.ndarray,
+                  D: jnp.ndarray) -> jnp.ndarray:
+    """An ES's busy-until time after serving a task that reaches the head of its queue at
+    ``start_es`` and computes for ``w`` (docs/model.md section 2, step 7). ``abort`` (a dynamic
+    bool): the task is dropped if it reaches the head at or after the deadline ``D`` (the ES stays
+    at ``before``) and is cut at ``D`` when running; ``keep``: it runs to ``start_es + w``. Both
+    values are computed and one is selected, so each rule gets exactly the float operations it
+    had as a static code path (the same bits: tests/test_dynamics.py::test_overdue_rule_is_a_dynamic_value)."""
+    end = start_es + w
+    return jnp.where(abort, jnp.where(start_es < D, jnp.minimum(end, D), before), end)
+
+
 def _pick(hot: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
     """``jnp.sum(jnp.where(hot[None], x, 0.0), axis=1)`` for a float ``x`` (Q, N, B) and a ``hot``
     (N, B) with at most one true per column, bit for bit, summed as integer bit patterns: the one
@@ -159,9 +171,9 @@ def _pick(hot: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
     return jax.lax.bitcast_convert_type(bits, x.dtype)
 
 
-def _kernel(static: EnvStatic, D, rho, c, acc, radio0, es0, s, rate, phi, eps, L, has_task, option):
+def _kernel(static: EnvStatic, D, rho, abort, c, acc, radio0, es0, s, rate, phi, eps, L, has_task, option):
     """The slot on batch-minor arrays: device (or ES) axis first, one trailing batch axis B
-    (``D``, ``rho``: (B,); ``c``: (M, E, B); ``acc``: (E, B); ``rate``, ``L``: (N, M, B))."""
+    (``D``, ``rho``, ``abort``: (B,); ``c``: (M, E, B); ``acc``: (E, B); ``rate``, ``L``: (N, M, B))."""
     n, n_es, e_count = static.n, static.m, static.e
     in_range = (option >= 0) & (option < static.options)
     opt = jnp.clip(option, 0, static.options - 1)
@@ -189,7 +201,6 @@ def _kernel(static: EnvStatic, D, rho, c, acc, radio0, es0, s, rate, phi, eps, L
     ahead = (key[None, :] < key[:, None]) | ((key[None, :] == key[:, None]) & (rows.T < rows)[..., None])
     rank = jnp.sum(ahead, axis=1, dtype=jnp.int32)  # (N, B): position of task i in FCFS order
     task = jnp.stack([jnp.where(served, A, 0.0), w_full, m.astype(A.dtype), served.astype(A.dtype)])
-    abort = static.overdue == "abort"
 
     def serve(p, carry):
         free, S = carry  # free: (M, B) busy-until of each ES; S: (N, B)
@@ -197,17 +208,14 @@ def _kernel(static: EnvStatic, D, rho, c, acc, radio0, es0, s, rate, phi, eps, L
         a, w, mp, live = _pick(hot, task)  # (B,) each
         before = sum(jnp.where(mp == k, free[k], 0.0) for k in range(n_es))
         start_es = jnp.maximum(a, before)  # S: reaches the head of the queue
-        if abort:  # dropped when it reaches the head at/after dl; aborted at dl when running
-            after = jnp.where(start_es < D, jnp.minimum(start_es + w, D), before)
-        else:
-            after = start_es + w
+        after = overdue_after(abort, start_es, w, before, D)
         free = jnp.stack([jnp.where((live > 0) & (mp == k), after, free[k]) for k in range(n_es)])
         return free, jnp.where(hot, start_es, S)
 
     es_after, S = jax.lax.fori_loop(0, n, serve, (jnp.maximum(es0, 0.0), jnp.zeros_like(A)))
     F = S + w_full
     ok = served & (F <= D)
-    radio_after = jnp.where(served, jnp.minimum(A, D) if abort else A, start)
+    radio_after = jnp.where(served, jnp.where(abort, jnp.minimum(A, D), A), start)
 
     achieved = jnp.where(ok, acc_o, 0.0)
     late = served & ~ok

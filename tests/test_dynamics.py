@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 import reference_sim as ref
 from grle_jax.config import Config, EnvParams, EnvStatic
 from grle_jax.dynamics import evaluate, score, step
-from grle_jax.profile import Profile
+from grle_jax.profile import DEFAULT_PROFILE, Profile
 from grle_jax.scenario import observe, reset, sample
 from grle_jax.types import SlotInputs
 
@@ -101,7 +101,7 @@ def instances(draw, exact: bool):
 
 
 def compare(cfg, c, acc, slots, exact: bool):
-    static = EnvStatic(cfg.devices, cfg.servers, E, cfg.overdue)
+    static = EnvStatic(cfg.devices, cfg.servers, E)
     params = make_params(cfg, c, acc)
     f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
     inputs = SlotInputs(
@@ -169,10 +169,38 @@ def test_matches_twin_on_continuous_runs(inst):
     compare(*inst, exact=False)
 
 
+def test_overdue_rule_is_a_dynamic_value():
+    # The rule is EnvParams.abort, not a static field: one program serves both rules, a batch may
+    # mix them, and each run gets exactly (bit for bit) what it gets alone with its rule. The twin
+    # tests above check each rule's values; on these loaded slots the two rules must differ.
+    n, m, slots = 6, 2, 12
+    cfgs = {od: Config(devices=n, servers=m, overdue=od, slot_ms=20.0, deadline_ms=30.0) for od in ("abort", "keep")}
+    assert cfgs["abort"].static(DEFAULT_PROFILE) == cfgs["keep"].static(DEFAULT_PROFILE)
+    static = cfgs["abort"].static(DEFAULT_PROFILE)
+    rng = np.random.default_rng(7)
+    f32 = lambda x: jnp.asarray(np.asarray(x, np.float32))  # noqa: E731
+    inputs = SlotInputs(s=f32(rng.uniform(50.0, 100.0, (slots, n))), r=f32(rng.uniform(5.0, 40.0, (slots, n, m))),
+                        r_hat=f32(rng.uniform(5.0, 40.0, (slots, n, m))), phi=f32(rng.uniform(0.25, 1.0, (slots, m))),
+                        eps=f32(rng.uniform(0.8, 1.2, (slots, n))), L=jnp.asarray(rng.random((slots, n, m)) < 0.9),
+                        active=jnp.asarray(rng.random((slots, n)) < 0.9))
+    options = jnp.asarray(rng.integers(0, m * static.e, (slots, n)), jnp.int32)
+    params = {od: c.params(DEFAULT_PROFILE) for od, c in cfgs.items()}
+    run = runner(static)
+    alone = {od: run(p, inputs, options) for od, p in params.items()}
+    assert run._cache_size() == 1  # both rules from one compiled program
+    mixed = jax.vmap(run, in_axes=(0, None, None))(
+        jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), params["abort"], params["keep"]), inputs, options)
+    for i, od in enumerate(("abort", "keep")):
+        for ours, theirs in zip(jax.tree_util.tree_leaves(mixed), jax.tree_util.tree_leaves(alone[od])):
+            np.testing.assert_array_equal(np.asarray(ours)[i], np.asarray(theirs), err_msg=od)
+    F = {od: np.asarray(alone[od][1].F) for od in alone}
+    assert not np.array_equal(F["abort"], F["keep"], equal_nan=True)
+
+
 def test_tie_in_arrival_goes_to_lower_device_index():
     # Devices 0 and 1 arrive at the same instant on ES 0; device 0 must be served first.
     cfg = Config(devices=2, servers=1, deadline_ms=100.0)
-    static = EnvStatic(2, 1, E, "abort")
+    static = EnvStatic(2, 1, E)
     params = make_params(cfg, np.array([[4.0, 4.0, 4.0]]), np.array([0.5, 0.6, 0.7]))
     inp = SlotInputs(s=jnp.array([40.0, 40.0]), r=jnp.full((2, 1), 32.0), r_hat=jnp.full((2, 1), 32.0),
                      phi=jnp.ones(1), eps=jnp.ones(2), L=jnp.ones((2, 1), bool), active=jnp.ones(2, bool))
@@ -183,7 +211,7 @@ def test_tie_in_arrival_goes_to_lower_device_index():
 
 def test_deadline_edge_counts_as_on_time():
     cfg = Config(devices=1, servers=1, deadline_ms=12.0)
-    static = EnvStatic(1, 1, E, "abort")
+    static = EnvStatic(1, 1, E)
     params = make_params(cfg, np.array([[2.0, 2.0, 2.0]]), np.array([0.5, 0.6, 0.7]))
     inp = SlotInputs(s=jnp.array([40.0]), r=jnp.full((1, 1), 32.0), r_hat=jnp.full((1, 1), 32.0),
                      phi=jnp.ones(1), eps=jnp.ones(1), L=jnp.ones((1, 1), bool), active=jnp.ones(1, bool))

@@ -233,3 +233,20 @@ def test_acting_ahead_is_acting_slot_by_slot(policy, grid):
     for a, b in zip(jax.tree_util.tree_leaves(ref_state), jax.tree_util.tree_leaves(state)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert np.isfinite(ref["loss"][:, 3:]).all()  # Adam steps happened inside the blocks
+
+
+def test_overdue_rule_sweeps_in_one_program():
+    """``overdue`` is a dynamic value (EnvParams.abort): a sweep over both rules runs in one
+    program, and each rule's runs give what the rule's own runs give (DROOE learns: its Adam steps
+    see the rule through the rewards)."""
+    cfg = Config.for_scenario("capacity", devices=6, servers=2, slot_ms=20.0, deadline_ms=30.0)
+    agent = AgentConfig(policy="drooe", k=3, train_every=3, batch=8, memory=32)
+    rs = build_runs(cfg, agent, seeds=2, seed=1, grid={"overdue": ["abort", "keep"]})
+    assert [r["overdue"] for r in rs.table] == ["abort", "abort", "keep", "keep"]
+    _, rec = run_batched(Executor(rs, shard=False), 40, chunk=40)
+    for i, od in enumerate(("abort", "keep")):
+        alone = build_runs(cfg.replace(overdue=od), agent, seeds=2, seed=1)
+        _, ref = run_batched(Executor(alone, shard=False), 40, chunk=40)
+        for k in ("reward", "on_time", "loss"):
+            np.testing.assert_allclose(rec[k][2 * i:2 * i + 2], ref[k], rtol=1e-6, atol=1e-7, err_msg=f"{od} {k}")
+    assert not np.array_equal(rec["reward"][:2], rec["reward"][2:])  # the rules differ on these slots

@@ -667,9 +667,10 @@ COMPILE_RANK = {"grle": 6, "grl": 5, "drooe": 4, "droo": 3, "greedy": 2, "oracle
 
 
 def program_of(cell: Cell) -> tuple:
-    """What fixes a cell's compiled program: T and the scenario are dynamic values, so every sweep
-    shares the programs of one (policy, N, overdue, rounds); convergence runs also carry the oracle."""
-    return (cell.experiment == "convergence", cell.policy, cell.n, cell.overdue, cell.rounds, cell.variant)
+    """What fixes a cell's compiled program: T, the scenario and the overdue rule are dynamic values,
+    so every sweep and both rules share the programs of one (policy, N, rounds); convergence runs
+    also carry the oracle."""
+    return (cell.experiment == "convergence", cell.policy, cell.n, cell.rounds, cell.variant)
 
 
 def run(plan: Plan) -> dict:

@@ -6,12 +6,12 @@ every seed: run ``r = point * seeds + seed_index``. Fields a sweep may vary are 
 
 - learning: ``lr``, ``k``, ``adaptive_k``, ``k_delta``, ``train_every``, ``batch``, ``memory``
   (K, batch and memory are masked within capacities sized for the largest value);
-- environment: ``slot_ms``, ``deadline_ms``, ``rho``, ``p_link``, ``p_active``, ``topology_every``,
-  the ranges ``size_kb``, ``rate_mbps``, ``phi_range``, ``eps_range``, ``csi_range``, and
+- environment: ``slot_ms``, ``deadline_ms``, ``rho``, ``overdue``, ``p_link``, ``p_active``,
+  ``topology_every``, the ranges ``size_kb``, ``rate_mbps``, ``phi_range``, ``eps_range``, ``csi_range``, and
   ``scenario`` (a preset: it sets the three scenario ranges).
 
-Static fields (policy, devices, servers, overdue, network widths) change array shapes or the
-compiled program: run them separately.
+Static fields (policy, devices, servers, network widths) change array shapes: run them
+separately.
 
 Execution (``run_batched``): the run axis is ``vmap``ped; hyper leaves that vary get axis 0, the
 others are shared (so e.g. a common ``train_every`` keeps the training ``cond`` a real branch).
@@ -44,9 +44,9 @@ from grle_jax.profile import DEFAULT_PROFILE, Profile
 
 from .loop import Hyper, RunState, Trainer, make_hyper, make_trainer
 
-ENV_FIELDS = ("slot_ms", "deadline_ms", "rho", "p_link", "p_active", "topology_every", "size_kb",
+ENV_FIELDS = ("slot_ms", "deadline_ms", "rho", "overdue", "p_link", "p_active", "topology_every", "size_kb",
               "rate_mbps", "phi_range", "eps_range", "csi_range", "scenario")
-STATIC_FIELDS = ("policy", "devices", "servers", "overdue", "mlp_hidden", "gcn_hidden", "head_hidden")
+STATIC_FIELDS = ("policy", "devices", "servers", "mlp_hidden", "gcn_hidden", "head_hidden")
 SWEEP_FIELDS = AGENT_FIELDS + ENV_FIELDS
 
 
