@@ -17,9 +17,9 @@ in T, the scenario and the overdue rule, which are dynamic values, so they could
 The full grid: N = 2, 4, ..., 30 (costs interpolated linearly in N between the measured points,
 the end segments extended), T = 20 and 30 ms, both overdue rules, four sweeps, 5 seeds, 10,000
 slots: 16 cells x 5 seeds = 80 runs per (policy, N), in programs of ``group`` cells; plus one
-compile per (policy, N) (both overdue rules share it) and the convergence experiment (GRLE and DROOE at N = 14
-with the exact oracle every slot, 2 rules x 5 seeds x 10,000 slots), measured the same way with
-``--convergence``.
+compile per (policy, N) (both overdue rules share it) and the convergence experiment (GRLE and
+DROOE at N = 14 with the exact oracle every slot, 2 rules x 5 seeds x 10,000 slots, one compile
+each), measured the same way with ``--convergence``.
 
     python -m benchmarks.grid_estimate                          # N = 4, 10, 20, 30, every policy
     python -m benchmarks.grid_estimate --workers 1              # one cell at a time

@@ -4,8 +4,8 @@
 - ``EnvStatic``: the sizes that fix array shapes (N, M, E). Hashable, passed to ``jit`` as a
   static argument.
 - ``EnvParams``: every value that may vary inside one compiled program (slot length, deadline,
-  ranges, probabilities, rho, the ``overdue`` rule, the exit table). A ``flax.struct.dataclass`` of arrays, so a sweep
-  over any of them is a ``vmap``.
+  ranges, probabilities, rho, the ``overdue`` rule, the exit table). A ``flax.struct.dataclass``
+  of arrays, so a sweep over any of them is a ``vmap``.
 
 Scenario presets (docs/model.md section 4) fill the ``phi``, ``eps`` and ``csi`` ranges.
 """

@@ -174,7 +174,8 @@ def test_overdue_rule_is_a_dynamic_value():
     # mix them, and each run gets exactly (bit for bit) what it gets alone with its rule. The twin
     # tests above check each rule's values; on these loaded slots the two rules must differ.
     n, m, slots = 6, 2, 12
-    cfgs = {od: Config(devices=n, servers=m, overdue=od, slot_ms=20.0, deadline_ms=30.0) for od in ("abort", "keep")}
+    cfgs = {od: Config(devices=n, servers=m, overdue=od, slot_ms=20.0, deadline_ms=30.0)
+            for od in ("abort", "keep")}
     assert cfgs["abort"].static(DEFAULT_PROFILE) == cfgs["keep"].static(DEFAULT_PROFILE)
     static = cfgs["abort"].static(DEFAULT_PROFILE)
     rng = np.random.default_rng(7)
