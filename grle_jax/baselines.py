@@ -67,7 +67,7 @@ def sequential_decode(static: EnvStatic, params: EnvParams, obs: Observation, op
     reward's sums run over the devices in index order, as the kernel's do. The decisions are
     bit-identical to those of scoring every try with ``evaluate``
     (tests/test_variant.py::test_sequential_decode_equals_evaluate_tries)."""
-    from .dynamics import carry_over, overdue_after
+    from .dynamics import carry_over, in_order, overdue_after
 
     n, n_es, e_count = static.n, static.m, static.e
     abort = params.abort
@@ -137,13 +137,11 @@ def sequential_decode(static: EnvStatic, params: EnvParams, obs: Observation, op
         has_task = obs.active & (placed | (dev == d))
         unserved = has_task[None] & ~served
 
-        def in_order(x):  # the kernel's sum over devices: 0 + x_0 + x_1 + ... in index order
-            total = jnp.zeros(x.shape[:-1], x.dtype)
-            for j in range(n):
-                total = total + x[..., j]
-            return total
+        def by_device(x):  # the kernel's sum over devices: 0 + x_0 + x_1 + ... in index order
+            return in_order(x, axis=-1)
 
-        reward = in_order(achieved) - in_order(jnp.where(late, penalty, 0.0)) - rho * in_order(unserved.astype(f32))
+        reward = (by_device(achieved) - by_device(jnp.where(late, penalty, 0.0))
+                  - rho * by_device(unserved.astype(f32)))
         if lookahead is None:
             R = reward
         else:

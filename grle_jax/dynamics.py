@@ -153,6 +153,19 @@ def overdue_after(abort: jnp.ndarray, start_es: jnp.ndarray, w: jnp.ndarray, bef
     return jnp.where(abort, jnp.where(start_es < D, jnp.minimum(end, D), before), end)
 
 
+def in_order(x: jnp.ndarray, axis: int = 0) -> jnp.ndarray:
+    """The sum over ``axis`` as ``0 + x_0 + x_1 + ...`` in index order, written as elementwise adds.
+    A ``jnp.sum`` leaves the order to XLA, which may pick another by shape and by how a program is
+    compiled (``train.compiling``: the two ways summed GRLE's rewards at N = 20 differently); XLA
+    may not reorder elementwise adds. This is the order XLA's default compile gave the kernel's
+    sums (the same bits as before) and the one ``baselines.sequential_decode`` reproduces."""
+    x = jnp.moveaxis(x, axis, 0)
+    total = jnp.zeros(x.shape[1:], x.dtype)
+    for j in range(x.shape[0]):
+        total = total + x[j]
+    return total
+
+
 def _pick(hot: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
     """``jnp.sum(jnp.where(hot[None], x, 0.0), axis=1)`` for a float ``x`` (Q, N, B) and a ``hot``
     (N, B) with at most one true per column, bit for bit, summed as integer bit patterns: the one
@@ -222,8 +235,8 @@ def _kernel(static: EnvStatic, D, rho, abort, c, acc, radio0, es0, s, rate, phi,
     penalty = rho * jax.nn.sigmoid((F - D) / D)
     unserved = has_task & ~served
     reward = (
-        jnp.sum(achieved, axis=0)
-        - jnp.sum(jnp.where(late, penalty, 0.0), axis=0)
+        in_order(achieved)
+        - in_order(jnp.where(late, penalty, 0.0))
         - rho * jnp.sum(unserved, axis=0, dtype=jnp.int32).astype(A.dtype)  # a count: exact either way
     )
     nan = jnp.full_like(A, jnp.nan)
@@ -287,7 +300,7 @@ def reachable(static: EnvStatic, L: jnp.ndarray) -> jnp.ndarray:
 def carry_over(params: EnvParams, out: Outcome) -> jnp.ndarray:
     """() ms of ES time a decision leaves past the next slot's generation instant, summed over the
     ES: ``sum_m max(es_after[m] - T, 0)``, the backlog the next slot inherits (``advance``)."""
-    return jnp.sum(jnp.maximum(out.es_after - params.slot_ms, 0.0), axis=-1)
+    return in_order(jnp.maximum(out.es_after - params.slot_ms, 0.0), axis=-1)
 
 
 def lookahead_score(params: EnvParams, out: Outcome, lookahead) -> jnp.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from .dynamics import in_order
 from .types import Outcome
 
 COUNT_KEYS = ("tasks", "on_time", "acc_sum", "reward")
@@ -36,7 +37,7 @@ def slot_counts(out: Outcome) -> dict:
     return {
         "tasks": jnp.sum(out.has_task.astype(jnp.float32)),
         "on_time": jnp.sum(out.ok.astype(jnp.float32)),
-        "acc_sum": jnp.sum(out.acc),
+        "acc_sum": in_order(out.acc, axis=-1),  # a float sum: in one fixed order (dynamics.in_order)
         "reward": out.reward,
     }
 

@@ -28,7 +28,7 @@ from grle_jax.config import Config, EnvParams, EnvStatic
 from grle_jax.dynamics import evaluate, score, step
 from grle_jax.profile import DEFAULT_PROFILE, Profile
 from grle_jax.scenario import observe, reset, sample
-from grle_jax.types import SlotInputs
+from grle_jax.types import Observation, SlotInputs
 
 SHAPES = [(1, 1), (3, 2), (5, 3), (6, 2)]  # (N, M): few shapes, so few compilations
 E = 3
@@ -196,6 +196,37 @@ def test_overdue_rule_is_a_dynamic_value():
             np.testing.assert_array_equal(np.asarray(ours)[i], np.asarray(theirs), err_msg=od)
     F = {od: np.asarray(alone[od][1].F) for od in alone}
     assert not np.array_equal(F["abort"], F["keep"], equal_nan=True)
+
+
+@pytest.mark.parametrize("n", [3, 14, 20, 30])
+def test_in_order_sums_in_index_order(n):
+    """dynamics.in_order is 0 + x_0 + x_1 + ... in float32 (a plain numpy loop, bit for bit), over
+    either axis; with rho = 0 a slot's reward is the in-order sum of its accuracies, in every lane
+    of a batch wide enough to run in chunks."""
+    from grle_jax.dynamics import in_order
+
+    x = np.random.default_rng(n).normal(size=(n, 300)).astype(np.float32) * np.float32(7.0)
+    want = np.zeros(300, np.float32)
+    for j in range(n):
+        want = want + x[j]
+    assert np.asarray(jax.jit(in_order)(jnp.asarray(x))).tobytes() == want.tobytes()
+    assert np.asarray(jax.jit(functools.partial(in_order, axis=-1))(jnp.asarray(x.T))).tobytes() == want.tobytes()
+    cfg = Config(devices=n, servers=2, rho=0.0, slot_ms=20.0, deadline_ms=30.0)
+    static, params = cfg.static(DEFAULT_PROFILE), cfg.params(DEFAULT_PROFILE)
+    rng = np.random.default_rng(n + 1)
+    B = 1100  # past PAIR_LANES: the kernel runs in a pair of chunks on a CPU
+    obs = Observation(s=jnp.asarray(rng.uniform(20.0, 60.0, (B, n)), jnp.float32),
+                      r_hat=jnp.asarray(rng.uniform(10.0, 40.0, (B, n, 2)), jnp.float32),
+                      phi=jnp.asarray(rng.uniform(0.5, 1.0, (B, 2)), jnp.float32), L=jnp.ones((B, n, 2), bool),
+                      active=jnp.asarray(rng.random((B, n)) < 0.9), radio=jnp.zeros((B, n), jnp.float32),
+                      es=jnp.zeros((B, 2), jnp.float32))
+    option = jnp.asarray(rng.integers(0, 2 * static.e, (B, n)), jnp.int32)
+    out = jax.jit(jax.vmap(lambda o, a: evaluate(static, params, o, a)))(obs, option)
+    acc = np.asarray(out.acc)
+    total = np.zeros(B, np.float32)
+    for j in range(n):
+        total = total + acc[:, j]
+    assert np.asarray(out.reward).tobytes() == total.tobytes()
 
 
 def test_tie_in_arrival_goes_to_lower_device_index():

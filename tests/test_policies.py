@@ -302,3 +302,20 @@ def test_masked_bce():
     np.testing.assert_allclose(float(masked_bce(wild, target, mask)), expected, rtol=1e-5)
     assert float(masked_bce(logits, target, jnp.zeros_like(mask))) == 0.0
     np.testing.assert_allclose(optax.sigmoid_binary_cross_entropy(jnp.zeros(1), jnp.ones(1)), np.log(2), rtol=1e-6)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 256, 257, 1000])
+def test_fixed_order_sum_is_a_pairwise_tree(size):
+    """grle_jax.policies.fixed_order_sum: the pairwise tree over the zero-padded entries, bit for bit
+    (a plain numpy float32 reference, one level at a time), and its gradient is all ones."""
+    from grle_jax.policies import fixed_order_sum
+
+    x = np.random.default_rng(size).normal(size=size).astype(np.float32) * np.float32(1e3)
+    ref = np.zeros(1 << max(0, (size - 1).bit_length()), np.float32)
+    ref[:size] = x
+    while ref.size > 1:
+        ref = ref[: ref.size // 2] + ref[ref.size // 2:]
+    got = jax.jit(fixed_order_sum)(jnp.asarray(x).reshape((size, 1)))
+    assert np.asarray(got).tobytes() == ref[0].tobytes()
+    np.testing.assert_allclose(float(got), float(np.sum(x, dtype=np.float64)), rtol=1e-4, atol=1e-2)
+    assert (np.asarray(jax.grad(fixed_order_sum)(jnp.asarray(x))) == 1.0).all()

@@ -24,7 +24,7 @@ from .gcn import GCNActor
 from .mlp import DROOActor
 
 __all__ = ["Actor", "GraphActor", "MLPActor", "make_actor", "live_mask", "masked_bce", "masked_log_softmax",
-           "masked_softmax_ce", "gumbel_samples", "LEARNING_POLICIES"]
+           "masked_softmax_ce", "gumbel_samples", "fixed_order_sum", "LEARNING_POLICIES"]
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,23 @@ def masked_bce(logits: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Arr
     logits, target, mask = logits.reshape(flat), target.reshape(flat), mask.reshape(flat)
     bce = optax.sigmoid_binary_cross_entropy(logits, target)
     w = mask.astype(logits.dtype)
-    return jnp.sum(bce * w) / jnp.maximum(jnp.sum(w), 1.0)
+    return fixed_order_sum(bce * w) / jnp.maximum(jnp.sum(w), 1.0)  # sum(w) counts: exact in any order
+
+
+def fixed_order_sum(x: jax.Array) -> jax.Array:
+    """The sum of all entries of ``x`` in one fixed order: a pairwise tree of elementwise adds over
+    the flattened entries, zero-padded to a power of two. A ``jnp.sum`` leaves the order to XLA,
+    which picks it by the shape and by how the program is compiled (``train.compiling``: the two
+    ways summed a loss of 256 terms in different orders, and its last bit moved); elementwise adds
+    it may not reorder, so this sum's bits depend on the entries only."""
+    import jax.numpy as jnp
+
+    v = x.reshape(-1)
+    size = 1 << max(0, (v.shape[0] - 1).bit_length())
+    v = jnp.pad(v, (0, size - v.shape[0]))
+    while v.shape[0] > 1:
+        v = v[: v.shape[0] // 2] + v[v.shape[0] // 2:]
+    return v[0]
 
 
 NEG = -1e30  # the logit of an option a device cannot take (finite: a device with none stays NaN-free)
@@ -180,8 +196,8 @@ def masked_softmax_ce(logits: jax.Array, target: jax.Array, mask: jax.Array) -> 
     ``logits``, ``target``, ``mask``: (..., N, P). 0 when no device counts."""
     logp = masked_log_softmax(logits, mask)
     w = (jnp.any(mask, axis=-1) & (jnp.sum(target * mask, axis=-1) > 0)).astype(logits.dtype)
-    ce = -jnp.sum(jnp.where(mask, target * logp, 0.0), axis=-1)
-    return jnp.sum(ce * w) / jnp.maximum(jnp.sum(w), 1.0)
+    ce = -jnp.sum(jnp.where(mask, target * logp, 0.0), axis=-1)  # one nonzero term per device: exact
+    return fixed_order_sum(ce * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
 def gumbel_samples(key: jax.Array, logits: jax.Array, live: jax.Array, count: int) -> jax.Array:
