@@ -16,9 +16,11 @@ def ci95(x, axis: int = 0) -> np.ndarray:
         warnings.simplefilter("ignore", RuntimeWarning)
         sd = np.nanstd(x, axis=axis, ddof=1) if x.shape[axis] > 1 else np.zeros(np.delete(x.shape, axis))
     try:
-        from scipy.stats import t as student
+        # Student t's quantile: scipy.stats.t.ppf computes it with this function (the same values);
+        # scipy.special imports in a fraction of scipy.stats' time, and a ufunc call costs microseconds
+        from scipy.special import stdtrit
 
-        q = np.where(n > 1, student.ppf(0.975, np.maximum(n - 1, 1)), 0.0)
+        q = np.where(n > 1, stdtrit(np.maximum(n - 1, 1), 0.975), 0.0)
     except ImportError:  # pragma: no cover
         q = np.where(n > 1, 1.96, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):

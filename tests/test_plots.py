@@ -184,6 +184,20 @@ def test_numpy_helpers_match_the_jax_ones():
     np.testing.assert_allclose(plots.ci95(x), ci95(x), equal_nan=True)
 
 
+def test_ci95_is_student_t():
+    """grle_jax.stats.ci95 against scipy.stats' Student t interval, for 2 to 40 values."""
+    from scipy import stats
+
+    from grle_jax.stats import ci95
+
+    rng = np.random.default_rng(1)
+    for n in range(2, 41):
+        v = rng.normal(size=n)
+        lo, hi = stats.t.interval(0.95, n - 1, loc=v.mean(), scale=stats.sem(v))
+        assert ci95(v) == pytest.approx((hi - lo) / 2, rel=1e-12)
+    assert ci95(np.array([3.0])) == 0.0
+
+
 def test_experiment_convergence_rows_carry_the_references():
     from train import experiments as ex
 
