@@ -188,6 +188,9 @@ def _registry() -> dict[str, Flag]:
         Flag("slots", "number of time slots (default {default:,})", 10_000, (("type", int),)),
         Flag("chunk", "slots per compiled chunk (progress granularity, default {default})", 1000, (("type", int),)),
         Flag("quiet", "no progress line", False, (("action", "store_true"),)),
+        Flag("compile", "auto, fast or full: how XLA compiles the run programs, the same numbers either way; "
+                        "fast compiles about a third sooner and may run slower; auto: fast for a program with "
+                        "little work planned (docs/training.md; default {default})", "auto"),
     ]
     return {f.dest: f for f in flags}
 

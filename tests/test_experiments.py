@@ -153,6 +153,24 @@ def test_quick_and_paper_plans():
     assert not by_policy["greedy"].name.endswith("-r4")
 
 
+def test_quick_programs_compile_fast_and_the_grid_for_running():
+    """train.compiling under --compile auto: every program of `paper --quick` plans little work and
+    is compiled the fast way; every program of the full grid is compiled for speed of running."""
+    def fast(argv):
+        plan = ex.plan_from_args(ex.build_parser().parse_args(argv))
+        return ex.fast_programs(plan, [c for e in plan.experiments for c in plan.cells(e)])
+
+    quick, grid = fast(["paper", "--quick"]), fast(["paper"])
+    assert len(quick) == 14 and all(quick.values())
+    assert len(grid) > 80 and not any(grid.values())
+    assert all(fast(["paper", "--compile", "fast"]).values())
+    assert not any(fast(["paper", "--quick", "--compile", "full"]).values())
+    # the work of a program counts every cell that shares it: 2 T values of N = 10 at 5,000 slots x 2
+    # seeds are 200,000 device-slots (fast), 3 are 300,000 (not)
+    assert all(fast(["devices", "--quick", "--slots", "5000", "--t-values", "20,30", "--n-values", "10"]).values())
+    assert not any(fast(["devices", "--quick", "--slots", "5000", "--t-values", "20,30,40", "--n-values", "10"]).values())
+
+
 @pytest.mark.parametrize("argv,field", [
     (["figure9"], "name"),
     (["devices", "--overdue", "sometimes"], "overdue"),
@@ -168,6 +186,7 @@ def test_quick_and_paper_plans():
     (["devices", "--workers", "0"], "workers"),
     (["devices", "--critic-rounds", "0"], "critic_rounds"),
     (["devices", "--variant", "best"], "variant"),
+    (["devices", "--compile", "never"], "compile"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, field, capsys, tmp_path):
     assert ex.main(argv) == 2

@@ -250,3 +250,43 @@ def test_overdue_rule_sweeps_in_one_program():
         for k in ("reward", "on_time", "loss"):
             np.testing.assert_allclose(rec[k][2 * i:2 * i + 2], ref[k], rtol=1e-6, atol=1e-7, err_msg=f"{od} {k}")
     assert not np.array_equal(rec["reward"][:2], rec["reward"][2:])  # the rules differ on these slots
+
+
+@pytest.mark.parametrize("policy,n,seeds", [("grle", 4, 5), ("drooe", 6, 3)])
+def test_fast_compile_gives_the_same_numbers(policy, n, seeds):
+    """train.compiling: a run program compiled the fast way (XLA:CPU's elemental emitter) gives
+    the numbers of the default one bit for bit, the final states (weights, Adam moments, replay
+    memory) and every record. GRLE at N = 4 with 5 runs is the shape where the two ways summed the
+    loss in different orders before the loss was summed in a fixed order (grle_jax.policies.fixed_order_sum)."""
+    from train.compiling import options
+
+    if options(True) is None:
+        pytest.skip("this jaxlib has no fast way to compile")
+    cfg = Config.for_scenario("base", devices=n, servers=2, slot_ms=20.0)
+    agent = AgentConfig(policy=policy, train_every=5)
+    out = []
+    for fast in (False, True):
+        ex = Executor(build_runs(cfg, agent, seeds=seeds, seed=3), shard=False, group_runs=0, fast_compile=fast)
+        out.append(jax.device_get(run_batched(ex, 30, chunk=30)))
+    (sa, ra), (sb, rb) = out
+    assert set(ra) == set(rb)
+    for k in ra:
+        assert ra[k].tobytes() == rb[k].tobytes(), k
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(sa), jax.tree_util.tree_leaves(sb)):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), jax.tree_util.keystr(path)
+    assert np.isfinite(ra["loss"][:, -1]).all()
+
+
+def test_compile_mode_rule():
+    from grle_jax.errors import ConfigError
+    from train import compiling
+
+    assert compiling.choose("auto", compiling.FAST_UP_TO) and not compiling.choose("auto", compiling.FAST_UP_TO + 1)
+    assert compiling.choose("fast", 10 ** 9) and not compiling.choose("full", 1)
+    with pytest.raises(ConfigError, match="compile: must be one of auto, fast, full, got 'never'"):
+        compiling.choose("never", 1)
+    # jax takes compiler options on a top-level jit only: inside another trace the plain jit runs
+    f = compiling.jit(lambda x: x * 2.0 + 1.0, True)
+    x = jax.numpy.arange(4.0)
+    assert np.array_equal(jax.jit(lambda y: f(y) - 1.0)(x), x * 2.0)
+    assert jax.eval_shape(f, x).shape == (4,) and np.array_equal(f(x), x * 2.0 + 1.0)

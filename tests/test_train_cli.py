@@ -109,7 +109,7 @@ def bad_cases(tmp):
         (["--k-delta", "0"], "k_delta"), (["--batch", "0"], "batch"), (["--batch", "x"], "batch"),
         (["--train-every", "0"], "train_every"), (["--memory", "0"], "memory"),
         (["--critic-rounds", "0"], "critic_rounds"), (["--policy", "greedy", "--critic-rounds", "2"], "critic_rounds"),
-        (["--seeds", "0"], "seeds"), (["--seeds", "two"], "seeds"),
+        (["--seeds", "0"], "seeds"), (["--seeds", "two"], "seeds"), (["--compile", "never"], "compile"),
         (["--checkpoint-every", "0"], "checkpoint_every"),
         (["--stop-after", "10"], "stop_after"), (["--checkpoint-every", "5", "--stop-after", "0"], "stop_after"),
         (["--policy", "greedy", "--lr", "0.01"], "lr"), (["--policy", "random", "--adaptive-k"], "adaptive_k"),

@@ -50,6 +50,8 @@ from grle_jax.config import OVERDUE_RULES, Config, check_int
 from grle_jax.errors import ConfigError
 from grle_jax.metrics import FINAL_WINDOW_TEXT, final_window  # "final" metrics: one definition, every command
 
+from .compiling import check_mode, choose
+
 SWEEPS = {"devices": "base", "capacity": "capacity", "inference": "inference", "csi": "csi"}
 EXPERIMENTS = ("convergence",) + tuple(SWEEPS)
 NAMES = EXPERIMENTS + ("paper",)
@@ -116,6 +118,7 @@ class Plan:
     critic_rounds: int | None = None  # of the learning policies (grle_jax.critic); None: the variant's
     variant: str | None = None  # of the learning policies; None: each policy's default
     overwrite: bool = False  # delete the cells of an earlier run (else they are refused, or kept by resume)
+    compile: str = "auto"  # how run programs are compiled (train.compiling): auto, fast or full
 
     def folder(self, exp: str) -> str:
         return os.path.join(self.out, exp) if len(self.experiments) > 1 else self.out
@@ -160,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="delete the cells of an earlier run in DIR and start again (without it, or --resume, "
                         "a folder holding cells is refused)")
-    cli.add(p, "chunk", "quiet", "critic_rounds", "variant")
+    cli.add(p, "chunk", "quiet", "critic_rounds", "variant", "compile")
     p.add_argument("--workers", type=int, default=None,
                    help="threads running cells side by side, distinct programs compiling first (default: one "
                         "per CPU core)")
@@ -226,7 +229,8 @@ def plan_from_args(args) -> Plan:
                 AgentConfig(policy=p).check(cfg.static())
     plan = Plan(experiments=exps, policies=policies, n_values=n_values, t_values=t_values, seeds=seeds,
                 slots=slots, overdue=overdue, out=out, resume=bool(args.resume), chunk=chunk,
-                quiet=bool(args.quiet), workers=workers, critic_rounds=args.critic_rounds, variant=args.variant)
+                quiet=bool(args.quiet), workers=workers, critic_rounds=args.critic_rounds, variant=args.variant,
+                compile=check_mode(cli.value(args, "compile")))
     check_out(plan, bool(args.overwrite))
     plan.overwrite = bool(args.overwrite)
     return plan
@@ -321,16 +325,18 @@ def oracle_available() -> bool:
 
 
 # --- running one cell ----------------------------------------------------------------------------------
-def run_cell(cell: Cell, seeds: int, slots: int, chunk: int, normalise: bool = False) -> tuple[dict, float]:
+def run_cell(cell: Cell, seeds: int, slots: int, chunk: int, normalise: bool = False,
+             fast_compile: bool = False) -> tuple[dict, float]:
     """The S seeds of one cell, vmapped in one compiled program; returns host records (S, slots)
-    and the wall time (compilation included when this program was not compiled yet)."""
+    and the wall time (compilation included when this program was not compiled yet).
+    ``fast_compile``: its run program compiled the fast way (``train.compiling``, the same numbers)."""
     from .sweep import Executor, build_runs, run_batched
 
     cfg = Config.for_scenario(cell.scenario, devices=cell.n, slot_ms=cell.t_ms, overdue=cell.overdue)
     t0 = time.perf_counter()
     agent = cell.agent
     rs = build_runs(cfg, agent, seeds=seeds, seed=0, normalise=normalise)
-    ex = Executor(rs, shard=None)
+    ex = Executor(rs, shard=None, fast_compile=fast_compile)
     _, recs = run_batched(ex, slots, chunk=min(chunk, slots))
     return recs, time.perf_counter() - t0
 
@@ -379,7 +385,7 @@ def convergence_rows(cell: Cell, recs: dict, wall: float, refs: dict | None = No
     return rows
 
 
-def cell_references(cell: Cell, seeds: int, slots: int) -> dict:
+def cell_references(cell: Cell, seeds: int, slots: int, compile_mode: str = "auto") -> dict:
     """greedy and random on the draws of a convergence cell's seeds (0 .. seeds-1)."""
     from grle_jax.profile import DEFAULT_PROFILE
 
@@ -387,7 +393,8 @@ def cell_references(cell: Cell, seeds: int, slots: int) -> dict:
 
     cfg = Config.for_scenario(cell.scenario, devices=cell.n, slot_ms=cell.t_ms, overdue=cell.overdue)
     names = tuple(n for n in ("greedy", "random") if n != cell.policy)
-    return run_references(cfg, DEFAULT_PROFILE, [{"run": i, "seed": i} for i in range(seeds)], slots, names)
+    fast = choose(compile_mode, seeds * slots * cell.n)
+    return run_references(cfg, DEFAULT_PROFILE, [{"run": i, "seed": i} for i in range(seeds)], slots, names, fast)
 
 
 # --- files ----------------------------------------------------------------------------------------------
@@ -673,6 +680,18 @@ def program_of(cell: Cell) -> tuple:
     return (cell.experiment == "convergence", cell.policy, cell.n, cell.rounds, cell.variant)
 
 
+def fast_programs(plan: Plan, cells: list) -> dict:
+    """``program_of(cell)`` -> whether that run program is compiled the fast way (train.compiling;
+    the same numbers either way), by its planned work: devices x slots x seeds over every cell of
+    ``cells`` that shares it. `paper --quick`'s programs plan 14,000-80,000 device-slots each (fast
+    under ``auto``), the full grid's 1.4-24 million (compiled for speed of running)."""
+    work: dict = {}
+    for cell in cells:
+        key = program_of(cell)
+        work[key] = work.get(key, 0) + plan.seeds * plan.slots * cell.n
+    return {key: choose(plan.compile, w) for key, w in work.items()}
+
+
 def run(plan: Plan) -> dict:
     started = time.perf_counter()
     normalise = oracle_available()
@@ -697,15 +716,16 @@ def run(plan: Plan) -> dict:
                 skipped[exp] += 1
             else:
                 todo[exp].append((i, cell))
+    fast = fast_programs(plan, [cell for exp in plan.experiments for _, cell in todo[exp]])
 
     def one(item):
         i, cell = item
         exp = cell.experiment
         conv = exp == "convergence"
-        recs, wall = run_cell(cell, plan.seeds, plan.slots, plan.chunk, normalise and conv)
+        recs, wall = run_cell(cell, plan.seeds, plan.slots, plan.chunk, normalise and conv, fast[program_of(cell)])
         check_finite(cell, recs, plan)
         if conv:
-            rows = convergence_rows(cell, recs, wall, cell_references(cell, plan.seeds, plan.slots))
+            rows = convergence_rows(cell, recs, wall, cell_references(cell, plan.seeds, plan.slots, plan.compile))
         else:
             rows = sweep_rows(cell, recs, wall)
         write_csv(os.path.join(plan.folder(exp), "cells", cell.name + ".csv"), rows,

@@ -40,9 +40,11 @@ from grle_jax.errors import ConfigError
 from grle_jax.metrics import FINAL_WINDOW_TEXT
 from grle_jax.profile import DEFAULT_PROFILE, Profile
 
+from .compiling import check_mode
+
 DEFAULT_WINDOW = 50  # moving-average window (slots) of the curves
 LEARNING_FLAGS = cli.AGENT_FLAGS + cli.VARIANT_FLAGS
-RESUME_FLAGS_OK = ("resume", "quiet", "chunk", "stop_after", "checkpoint_every", "slots")
+RESUME_FLAGS_OK = ("resume", "quiet", "chunk", "stop_after", "checkpoint_every", "slots", "compile")
 PROCESS_FLAGS = ("coordinator", "num_processes", "process_id")
 
 
@@ -73,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the run already in --out (and an existing --trace file); without it they are refused")
     p.add_argument("--stop-after", type=int, default=None, metavar="SLOTS",
                    help="stop after this many slots as if killed (to test --resume); only checkpoints are written")
-    cli.add(p, "quiet")
+    cli.add(p, "quiet", "compile")
     # several processes (hosts): one JAX job, the runs split over every process's devices
     p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                    help="multi-process run: address of process 0 (all processes pass the same)")
@@ -145,6 +147,14 @@ class Plan:
     stopped: object = None  # train.rundir.NonFinite when a loss or reward became NaN/inf
     overwrite: bool = False
     slots_given: bool = False  # --resume --slots: the run is extended (slots may differ from config.json's)
+    compile: str = "auto"  # how the run programs are compiled (train.compiling): not in the fingerprint,
+    # since it changes no number
+
+    def fast_compile(self, runs: int) -> bool:
+        """Whether ``runs`` runs of this plan's slots are compiled the fast way (train.compiling)."""
+        from .compiling import choose
+
+        return choose(self.compile, runs * self.slots * self.cfg.devices)
 
     @property
     def policy(self) -> str:
@@ -197,6 +207,7 @@ def check_process_args(args) -> tuple | None:
 
 
 def plan_from_args(args) -> Plan:
+    compile_mode = check_mode(cli.value(args, "compile"))
     cfg = config_from_args(args)
     policy = cli.value(args, "policy")
     if policy not in ALL_POLICIES:
@@ -268,7 +279,8 @@ def plan_from_args(args) -> Plan:
     return Plan(cfg=cfg, agent=agent, profile=profile, profile_path=args.profile, slots=slots, seed=seed,
                 seeds=seeds, grid=grid, sweep_path=args.sweep, normalise=normalise, window=window, chunk=chunk,
                 out=out, trace=args.trace, checkpoint_every=args.checkpoint_every, stop_after=args.stop_after,
-                quiet=bool(args.quiet), overwrite=bool(args.overwrite), references=references)
+                quiet=bool(args.quiet), overwrite=bool(args.overwrite), references=references,
+                compile=compile_mode)
 
 
 def check_outputs(args, out: str) -> None:
@@ -289,6 +301,7 @@ def plan_from_resume(args) -> Plan:
     bad = [a for a, v in vars(args).items() if v is not None and a not in RESUME_FLAGS_OK + PROCESS_FLAGS]
     if bad:
         raise ConfigError("resume", f"takes the run's settings from its config.json; drop --{bad[0].replace('_', '-')}")
+    compile_mode = check_mode(cli.value(args, "compile"))
     d = args.resume
     path = os.path.join(d, "config.json")
     if not os.path.isfile(path):
@@ -337,7 +350,7 @@ def plan_from_resume(args) -> Plan:
                 seeds=fields["seeds"], grid=grid, sweep_path=None, normalise=bool(fields["normalise"]),
                 window=fields["window"], chunk=chunk, out=d, trace=None, checkpoint_every=every,
                 stop_after=args.stop_after, quiet=bool(args.quiet), resume=True, slots_given=args.slots is not None,
-                references=tuple(saved.get("references", ())))
+                references=tuple(saved.get("references", ())), compile=compile_mode)
     check_resume_fingerprint(plan, saved)
     return plan
 
@@ -373,7 +386,7 @@ def run_plan(plan: Plan) -> tuple[dict, list[dict]] | None:
     # every policy, fixed or learning, runs through the one runner (train.loop.Trainer via train.sweep)
     rs = build_runs(plan.cfg, plan.agent, plan.seeds, plan.seed, plan.grid, plan.profile, plan.normalise,
                     record_trace=plan.trace is not None)
-    ex = Executor(rs)
+    ex = Executor(rs, fast_compile=plan.fast_compile(rs.runs))
     ckdir = os.path.join(plan.out, "checkpoints")
     state = records = None
     start = 0
@@ -734,8 +747,9 @@ def main(argv=None) -> int:
     if plan.references and finishing and processes is None:  # beside the run, on the same draws
         from .references import expected_table, start_references
 
-        pending = start_references(plan.cfg, plan.profile, expected_table(plan.grid, plan.seeds, plan.seed),
-                                   plan.slots, plan.references)
+        table = expected_table(plan.grid, plan.seeds, plan.seed)
+        pending = start_references(plan.cfg, plan.profile, table, plan.slots, plan.references,
+                                   plan.fast_compile(len(table)))
     t0 = time.perf_counter()
     try:
         result = run_plan(plan)
@@ -759,7 +773,8 @@ def main(argv=None) -> int:
         if pending is not None and table == expected_table(plan.grid, plan.seeds, plan.seed):
             refs, seconds = pending()
         else:
-            refs, seconds = run_references(plan.cfg, plan.profile, table, recs["reward"].shape[1], plan.references), 0
+            refs, seconds = run_references(plan.cfg, plan.profile, table, recs["reward"].shape[1], plan.references,
+                                           plan.fast_compile(len(table))), 0
         if not plan.quiet:
             print(f"references {', '.join(plan.references)} on the same draws: {seconds:.1f} s in a thread beside "
                   f"the run, {time.perf_counter() - t1:.1f} s after it", file=sys.stderr)

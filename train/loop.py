@@ -317,24 +317,28 @@ class Trainer:
         return self.run(self.init(key, hyper), hyper, 0, slots)
 
     # --- many runs: vmap over the run axis -----------------------------------------------------
-    def batched(self, what: str, hyper_axes: Hyper) -> Callable:
+    def batched(self, what: str, hyper_axes: Hyper, fast: bool = False) -> Callable:
         """jit(vmap(...)) of ``init`` (keys, hyper), ``run`` (states, hyper, t0, length) or ``train``
         (keys, hyper, slots) over the leading run axis; ``hyper_axes`` says which hyper leaves carry
-        that axis (0) and which are shared (None)."""
+        that axis (0) and which are shared (None). ``fast``: the run program is compiled the fast
+        way (``train.compiling``: the same numbers; init programs always are)."""
+        from . import compiling
+
+        fast = bool(fast) and what != "init"
         flat, treedef = jax.tree_util.tree_flatten(hyper_axes, is_leaf=lambda x: x is None)
-        cache_key = (self.key, what, treedef, tuple(flat))
+        cache_key = (self.key, what, treedef, tuple(flat), fast)
         if cache_key in _BATCHED:
             return _BATCHED[cache_key]
         if what == "init":
-            fn = jax.jit(jax.vmap(self.init, in_axes=(0, hyper_axes)))
+            fn = compiling.jit(jax.vmap(self.init, in_axes=(0, hyper_axes)), True)
         elif what == "run":
             # the state is donated: the scan's carry is written over its input, so a call allocates
             # no second copy of every run's parameters, Adam moments and replay memory (at 8,192 DROO
             # runs 1.9 GB a call; docs/benchmarks.md). Callers pass each state once (run_batched).
-            fn = jax.jit(jax.vmap(self.run, in_axes=(0, hyper_axes, None, None)), static_argnums=(3,),
-                         donate_argnums=(0,))
+            fn = compiling.jit(jax.vmap(self.run, in_axes=(0, hyper_axes, None, None)), fast, static_argnums=(3,),
+                               donate_argnums=(0,))
         elif what == "train":  # batched init, then the batched run: ONE scan over all slots
-            init, run = self.batched("init", hyper_axes), self.batched("run", hyper_axes)
+            init, run = self.batched("init", hyper_axes), self.batched("run", hyper_axes, fast)
 
             def fn(keys, hyper, slots):
                 return run(init(keys, hyper), hyper, 0, slots)

@@ -49,7 +49,8 @@ def expected_table(grid: dict | None, seeds: int, seed: int) -> list[dict]:
     return rows
 
 
-def start_references(cfg: Config, profile: Profile, table: list[dict], slots: int, names: tuple):
+def start_references(cfg: Config, profile: Profile, table: list[dict], slots: int, names: tuple,
+                     fast_compile: bool = False):
     """Run the references in a background thread (compiling and running beside the main run);
     returns a zero-argument function that waits for and returns their counts (and seconds taken)."""
     import threading
@@ -60,7 +61,7 @@ def start_references(cfg: Config, profile: Profile, table: list[dict], slots: in
     def work():
         t0 = time.perf_counter()
         try:
-            box["refs"] = run_references(cfg, profile, table, slots, names)
+            box["refs"] = run_references(cfg, profile, table, slots, names, fast_compile)
         except BaseException as err:  # re-raised in the caller's thread
             box["error"] = err
         box["seconds"] = time.perf_counter() - t0
@@ -77,8 +78,10 @@ def start_references(cfg: Config, profile: Profile, table: list[dict], slots: in
     return result
 
 
-def run_references(cfg: Config, profile: Profile, table: list[dict], slots: int, names: tuple) -> dict:
-    """name -> per-slot counts (R, slots) of that fixed policy, run r on run r's seed and grid point."""
+def run_references(cfg: Config, profile: Profile, table: list[dict], slots: int, names: tuple,
+                   fast_compile: bool = False) -> dict:
+    """name -> per-slot counts (R, slots) of that fixed policy, run r on run r's seed and grid point.
+    ``fast_compile``: their run programs compiled the fast way (``train.compiling``, the same numbers)."""
     import jax
     import jax.numpy as jnp
 
@@ -109,7 +112,7 @@ def run_references(cfg: Config, profile: Profile, table: list[dict], slots: int,
         axes = Hyper(env=jax.tree_util.tree_map(lambda _: 0, env),
                      agent=jax.tree_util.tree_map(lambda _: None, hyper.agent))
         # one compiled program per (trainer, axes), cached by the Trainer: a repeated run compiles nothing new
-        _, recs = trainer.batched("train", axes)(keys, hyper, slots)
+        _, recs = trainer.batched("train", axes, fast_compile)(keys, hyper, slots)
         out[name] = {k: np.asarray(recs[k])[index] for k in KEEP}
     return out
 

@@ -243,8 +243,12 @@ class Executor:
     and the group size (XLA may vectorise a batch of 8 and one of 64 differently, the last bits),
     never on the thread count, the core count or the timing (``tests/test_train.py::test_groups_side_by_side``)."""
 
-    def __init__(self, rs: RunSet, shard: bool | None = None, group_runs: int | None = None):
+    def __init__(self, rs: RunSet, shard: bool | None = None, group_runs: int | None = None,
+                 fast_compile: bool = False):
+        from . import compiling
+
         self.rs = rs
+        self.fast_compile = bool(fast_compile)  # the run program compiled the fast way (train.compiling)
         self.n_dev = jax.device_count()
         self.shard = (self.n_dev > 1) if shard is None else shard
         self.pad = (-rs.runs) % self.n_dev if self.shard else 0
@@ -292,13 +296,14 @@ class Executor:
             def batch(fn, axes):
                 return jax.vmap(fn, in_axes=axes)
 
-            self._run = tr.batched("run", rs.axes)
+            self._run = tr.batched("run", rs.axes, self.fast_compile)
+        # init programs run once: always compiled the fast way (the same numbers, train.compiling)
         if split:
             self._vars = _cached(("variables", tr.actor.init_key) + layout,
-                                 lambda: jax.jit(batch(variables, (0,))))
-            self._init = _cached(self._key + ("init",), lambda: jax.jit(batch(init_with, (0, rs.axes, 0))))
+                                 lambda: compiling.jit(batch(variables, (0,)), True))
+            self._init = _cached(self._key + ("init",), lambda: compiling.jit(batch(init_with, (0, rs.axes, 0)), True))
         else:
-            self._init = _cached(self._key + ("init",), lambda: jax.jit(batch(init, (0, rs.axes))))
+            self._init = _cached(self._key + ("init",), lambda: compiling.jit(batch(init, (0, rs.axes)), True))
 
     # padding repeats the last run (its results are dropped)
     def _padded(self, x, axis_is_batched=True):
@@ -341,9 +346,11 @@ class Executor:
             return self._run_groups(state, t0, length)
         if self.shard:
             tr = self.rs.trainer
-            fn = _cached(self._key + ("run", length), lambda: jax.jit(
+            from . import compiling
+
+            fn = _cached(self._key + ("run", length, self.fast_compile), lambda: compiling.jit(
                 sharded(lambda s, h, t: tr.run(s, h, t, length), (0, self.rs.axes, None), self.mesh),
-                donate_argnums=(0,)))  # as Trainer.batched("run"): the state is written over
+                self.fast_compile, donate_argnums=(0,)))  # as Trainer.batched("run"): the state is written over
             return fn(state, self._hyper_global(), np.asarray(t0, np.int32))
         return self._run(state, self.rs.hyper, t0, length)
 
