@@ -159,10 +159,10 @@ def in_order(x: jnp.ndarray, axis: int = 0) -> jnp.ndarray:
     compiled (``train.compiling``: the two ways summed GRLE's rewards at N = 20 differently); XLA
     may not reorder elementwise adds. This is the order XLA's default compile gave the kernel's
     sums (the same bits as before) and the one ``baselines.sequential_decode`` reproduces."""
-    x = jnp.moveaxis(x, axis, 0)
-    total = jnp.zeros(x.shape[1:], x.dtype)
-    for j in range(x.shape[0]):
-        total = total + x[j]
+    axis = axis % x.ndim
+    total = jnp.zeros(x.shape[:axis] + x.shape[axis + 1:], x.dtype)
+    for part in jax.lax.split(x, (1,) * x.shape[axis], axis=axis):  # one op to trace, not one index each
+        total = total + jax.lax.squeeze(part, (axis,))
     return total
 
 
