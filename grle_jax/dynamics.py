@@ -157,8 +157,9 @@ def in_order(x: jnp.ndarray, axis: int = 0) -> jnp.ndarray:
     """The sum over ``axis`` as ``0 + x_0 + x_1 + ...`` in index order, written as elementwise adds.
     A ``jnp.sum`` leaves the order to XLA, which may pick another by shape and by how a program is
     compiled (``train.compiling``: the two ways summed GRLE's rewards at N = 20 differently); XLA
-    may not reorder elementwise adds. This is the order XLA's default compile gave the kernel's
-    sums (the same bits as before) and the one ``baselines.sequential_decode`` reproduces."""
+    may not reorder elementwise adds. It is the order ``baselines.sequential_decode`` has always
+    used; where XLA had picked another for the kernel, rewards moved in their last bits when this
+    replaced ``jnp.sum`` (2026-12-07, docs/model.md section 8)."""
     axis = axis % x.ndim
     total = jnp.zeros(x.shape[:axis] + x.shape[axis + 1:], x.dtype)
     for part in jax.lax.split(x, (1,) * x.shape[axis], axis=axis):  # one op to trace, not one index each

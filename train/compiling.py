@@ -4,11 +4,12 @@ the work").
 XLA:CPU can compile a program with its fusion emitters (its default: faster code) or with its
 older elemental emitter (``xla_cpu_use_fusion_emitters=False``: about a third less compile time,
 code up to about 20-30 % slower for 5 runs of GRLE and GRL at N = 20-30, as fast for one run and
-for the small ones). The
-two give the same numbers, bit for bit, in every program and shape we checked
-(``tests/test_train.py::test_fast_compile_gives_the_same_numbers``; the one difference found, a
-loss's last bit, was removed by summing the loss in a fixed order, ``grle_jax.policies``). So the
-choice is only one of time, made per program from the work it will do:
+for the small ones). The two give the same numbers, bit for bit, in every program and shape we
+checked (``tests/test_train.py::test_fast_compile_gives_the_same_numbers``): the two differences
+found, in the last bits of the loss and of the rewards, came from XLA ``reduce`` ops whose order
+the compiler picks, and those sums are now written in a fixed order
+(``grle_jax.policies.fixed_order_sum``, ``grle_jax.dynamics.in_order``). So the choice is only
+one of time, made per program from the work it will do:
 
 * init programs run once: always compiled the fast way;
 * a ``run`` program is compiled the fast way when its planned work, devices x slots x runs over

@@ -171,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def plan_from_args(args) -> Plan:
+    compile_mode = check_mode(cli.value(args, "compile"))
     if args.name not in NAMES:
         raise ConfigError("name", f"unknown experiment {args.name!r} (choose from {', '.join(NAMES)})")
     exps = EXPERIMENTS if args.name == "paper" else (args.name,)
@@ -230,7 +231,7 @@ def plan_from_args(args) -> Plan:
     plan = Plan(experiments=exps, policies=policies, n_values=n_values, t_values=t_values, seeds=seeds,
                 slots=slots, overdue=overdue, out=out, resume=bool(args.resume), chunk=chunk,
                 quiet=bool(args.quiet), workers=workers, critic_rounds=args.critic_rounds, variant=args.variant,
-                compile=check_mode(cli.value(args, "compile")))
+                compile=compile_mode)
     check_out(plan, bool(args.overwrite))
     plan.overwrite = bool(args.overwrite)
     return plan
