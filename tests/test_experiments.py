@@ -43,6 +43,7 @@ def test_tiny_sweep_writes_csv_summary_and_figure(tiny_sweep):
         assert float(r["throughput_per_s"]) == pytest.approx(float(r["ssp"]) * 3 * 1000 / float(r["T_ms"]), rel=1e-9)
     summ = json.loads((tiny_sweep / "summary.json").read_text())
     assert summ["cells_total"] == summ["cells_done"] == 4
+    assert summ["timing"]["compile"] == "auto" and summ["timing"]["cells_compiled_fast"] == 4
     cell = summ["cells"][0]
     m = cell["metrics"]["final_avg_accuracy"]
     assert m["n"] == 2 and m["mean"] == pytest.approx(np.mean(m["values"])) and m["ci95"] >= 0
@@ -117,9 +118,12 @@ def test_claim_ratios():
 
 def test_threads_compiling_side_by_side_change_no_number(tiny_sweep, tmp_path):
     """--workers 2 runs the cells in a thread pool (the first cell of each program, then the others two
-    at a time): the same rows as one thread."""
+    at a time): the same rows as one thread. The tiny sweep's programs compile the fast way
+    (--compile auto); this run compiles them with XLA's fusion emitters (--compile full): the same
+    rows too (train.compiling)."""
     out = tmp_path / "one"
-    assert ex.main(["devices", *TINY, "--out", str(out), "--workers", "1"]) == 0
+    assert ex.main(["devices", *TINY, "--out", str(out), "--workers", "1", "--compile", "full"]) == 0
+    assert json.loads((out / "summary.json").read_text())["timing"]["cells_compiled_fast"] == 0
     drop = ("cell_wall_s",)
     one = [{k: v for k, v in r.items() if k not in drop} for r in rows_of(out / "devices.csv")]
     two = [{k: v for k, v in r.items() if k not in drop} for r in rows_of(tiny_sweep / "devices.csv")]

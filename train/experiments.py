@@ -772,7 +772,8 @@ def run(plan: Plan) -> dict:
                     f.result()
                 times = cell_times[exp]
                 timing = {"wall_s": float(sum(times.values())), "cells_run": len(times),
-                          "cells_skipped": skipped[exp], "cell_wall_s": times}
+                          "cells_skipped": skipped[exp], "cell_wall_s": times, "compile": plan.compile,
+                          "cells_compiled_fast": sum(fast[program_of(c)] for _, c in todo[exp])}
                 report[exp] = write_experiment(plan, exp, timing)
                 if not plan.quiet:
                     print(f"{exp}: {len(plan.cells(exp))} cells ({skipped[exp]} already done), {timing['wall_s']:.1f} s "
@@ -787,7 +788,8 @@ def run(plan: Plan) -> dict:
         write_json(os.path.join(plan.out, "timing.json"),
                    {"wall_s": total, "device": device_kind(), "seeds": plan.seeds, "slots": plan.slots,
                     "n_values": list(plan.n_values), "t_values": list(plan.t_values),
-                    "overdue": list(plan.overdue),
+                    "overdue": list(plan.overdue), "compile": plan.compile,
+                    "programs_compiled_fast": f"{sum(fast.values())} of {len(fast)}",
                     "experiments_cell_s": {e: r["timing"]["wall_s"] for e, r in report.items()}})
     if not plan.quiet:
         print(f"total {total:.1f} s", flush=True)
