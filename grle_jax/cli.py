@@ -190,7 +190,7 @@ def _registry() -> dict[str, Flag]:
         Flag("quiet", "no progress line", False, (("action", "store_true"),)),
         Flag("compile", "auto, fast or full: how XLA compiles the run programs, the same numbers either way; "
                         "fast compiles about a third sooner and may run slower; auto: fast for a program with "
-                        "little work planned (docs/training.md; default {default})", "auto"),
+                        "little work planned (docs/training.md; default {default})", "auto", (("metavar", "MODE"),)),
     ]
     return {f.dest: f for f in flags}
 
