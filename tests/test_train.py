@@ -290,3 +290,20 @@ def test_compile_mode_rule():
     x = jax.numpy.arange(4.0)
     assert np.array_equal(jax.jit(lambda y: f(y) - 1.0)(x), x * 2.0)
     assert jax.eval_shape(f, x).shape == (4,) and np.array_equal(f(x), x * 2.0 + 1.0)
+
+
+def test_compile_modes_benchmark(tmp_path, capsys):
+    """benchmarks.compile_modes: both ways timed, their numbers compared, JSON written; bad input one line."""
+    import json
+
+    from benchmarks import compile_modes
+    from train.compiling import options
+
+    if options(True) is None:
+        pytest.skip("this jaxlib has no fast way to compile")
+    out = tmp_path / "modes.json"
+    assert compile_modes.main(["--policies", "droo", "--n-values", "3", "--runs", "2", "--slots", "20", "--reps", "2",
+                               "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["same_numbers"] and row["policy"] == "droo" and row["compile_s"]["fast"] > 0
+    assert "same numbers" in capsys.readouterr().out
