@@ -664,7 +664,9 @@ def enable_compile_cache() -> None:
         return
     try:
         jax.config.update("jax_compilation_cache_dir", os.path.abspath(".jax_cache"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
+        # from 0.5 s: programs compiled the fast way (train.compiling) take 1-2 s, and a warm
+        # `paper --quick` then reuses 20 programs instead of 9 (38 s instead of 47 s)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     except Exception:  # pragma: no cover - an older jax without the option
         pass
 
