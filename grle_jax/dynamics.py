@@ -60,9 +60,11 @@ def _batch_minor(static: EnvStatic):
     arithmetic in the same order (results are bit-identical to the batch-major form: the tests
     compare both with the float64 twin)."""
 
+    kernel = jax.jit(functools.partial(_chunked_kernel, static))
+
     @custom_batching.custom_vmap
     def outcome(*args):
-        return _chunked_kernel(static, *args)
+        return kernel(*args)
 
     @outcome.def_vmap
     def _rule(axis_size, in_batched, *args):
