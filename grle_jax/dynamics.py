@@ -58,7 +58,11 @@ def _batch_minor(static: EnvStatic):
     (B, N) and every reduction over the N devices is a short scalar loop per environment; batch-
     minor they are (N, B) and the same reductions are elementwise work along B. It is the same
     arithmetic in the same order (results are bit-identical to the batch-major form: the tests
-    compare both with the float64 twin)."""
+    compare both with the float64 twin).
+
+    The rule calls the kernel again at every ``vmap`` level; the kernel is a ``jax.jit`` so that
+    calls with the same shapes (the first, one-lane call of every call site) reuse one trace and
+    one lowering (XLA inlines it: the same program; docs/benchmarks.md, "A cached slot kernel")."""
 
     kernel = jax.jit(functools.partial(_chunked_kernel, static))
 

@@ -272,6 +272,36 @@ def test_step_compiles_once_per_shape():
     chex.clear_trace_counter()
 
 
+def test_slot_kernel_traced_once_per_shape(monkeypatch):
+    """The batch-minor rule calls the slot kernel again at every ``vmap`` level; the kernel is a
+    cached ``jit``, so every call site's one-lane call shares one trace, and only new lane counts
+    trace again (docs/benchmarks.md, "A cached slot kernel"). Two call sites at one lane, one of
+    them under a vmap of 3 and one under vmaps of 3 x 2: lanes 1, 3 and 6, one trace each."""
+    import grle_jax.dynamics as dyn
+
+    static, params = _setup(4, 2)
+    traced = []
+    kernel = dyn._kernel
+    monkeypatch.setattr(dyn, "_kernel", lambda st, *a: (traced.append(a[0].shape[-1]), kernel(st, *a))[1])
+    dyn._batch_minor.cache_clear()
+    state = reset(static)
+    inp = sample(jax.random.key(0), params, state, static)
+    obs = observe(state, inp)
+    opts = jnp.arange(2 * 3 * 4).reshape(2, 3, 4) % static.options
+
+    def f(o):
+        one = evaluate(static, params, obs, o[0, 0]).reward
+        three = jax.vmap(lambda c: evaluate(static, params, obs, c).reward)(o[0])
+        six = jax.vmap(jax.vmap(lambda c: evaluate(static, params, obs, c).reward))(o)
+        return one, three, six
+
+    one, three, six = jax.jit(f)(opts)
+    assert sorted(traced) == [1, 3, 6]
+    np.testing.assert_array_equal(np.asarray(six[0]), np.asarray(three))
+    assert float(one) == float(three[0])
+    dyn._batch_minor.cache_clear()
+
+
 def test_vmaps_over_environments_and_candidates():
     static, params = _setup(5, 2)
     B, K = 7, 9
