@@ -95,17 +95,19 @@ def _random_layout_graphs(key, b, n, p, p_live):
     return graphs, mask
 
 
-@pytest.mark.parametrize("b", [1, 4])
-def test_gcn_dense_aggregation_equals_segment_sum(b):
-    """The dense fast path (layout given: (B, N, P) contractions) and the general path (gathers and
-    segment_sum over the edge list) are the same network: equal logits on one graph and on a
-    disjoint union, with masked edges (one graph of the union entirely masked); on the union also
-    equal gradients, and equal logits under a vmap over parameter sets (the runs of a sweep)."""
+@pytest.mark.parametrize("b,hidden", [(1, (16, 8)), (4, (16, 8)), (4, (128, 64))])
+def test_gcn_dense_aggregation_equals_segment_sum(b, hidden):
+    """The dense fast path (layout given: (B, N, P) contractions, a layer narrower in than out as
+    one product of summed inputs, a wider one as node maps summed plus one product) and the general
+    path (gathers and segment_sum over the edge list) are the same network: equal logits on one
+    graph and on a disjoint union, with masked edges (one graph of the union entirely masked); on
+    the union also equal gradients, and equal logits under a vmap over parameter sets (the runs of
+    a sweep). Widths 9 -> 16 -> 8 and the actor's own 9 -> 128 -> 64 take both dense forms."""
     n, p = 4, 3
     graphs, mask = _random_layout_graphs(jax.random.key(b), b, n, p, 0.6)
     mask = mask.at[b // 2].set(False) if b > 1 else mask
     g, m = union(graphs, mask)
-    mod = GCNActor(hidden=(16, 8), head=8)
+    mod = GCNActor(hidden=hidden, head=8)
     lay = DenseLayout(b, n, p)
     vs = jax.vmap(lambda k: mod.init(k, g, m))(jax.random.split(jax.random.key(1), 2))
 
