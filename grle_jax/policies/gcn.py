@@ -52,7 +52,9 @@ from ..graph import DenseLayout
 
 class _Affine(nn.Module):
     """``nn.Dense``'s parameters (same names, shapes, initialisers, so the same initial values)
-    handed back instead of applied: the dense aggregation applies them after summing."""
+    handed back instead of applied: the convolutions apply them by hand (on the dense layout in one
+    joint product per layer, ``_narrow_dense`` / ``_wide_dense``); ``use_bias=False``: the kernel
+    only, as ``nn.Dense(use_bias=False)``."""
 
     features: int
     use_bias: bool = True
