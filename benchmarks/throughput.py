@@ -219,7 +219,7 @@ class JaxSide:
         """The same trainer with the learning step removed (for the FLOP split act / learn)."""
         jax = self.jax
         trainer, hyper = self.trainer(policy)
-        trainer._learn = lambda rs, ep, ap, t, kp: rs  # instance attribute shadows the method
+        trainer._learn = lambda rs, *_: rs  # instance attribute shadows the method
         # built here, not through Trainer.batched, whose cache is shared by equal trainers
         init = jax.jit(jax.vmap(trainer.init, in_axes=(0, None)))
         run = jax.jit(jax.vmap(trainer.run, in_axes=(0, None, None, None)), static_argnums=(3,))

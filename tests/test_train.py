@@ -7,6 +7,7 @@ trainer's cache, so the whole file compiles a handful of programs."""
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -79,8 +80,12 @@ def test_groups_side_by_side(monkeypatch):
             if plan is not None:
                 groups, width = plan
                 assert 0 <= groups * width - runs < width and width <= per, (runs, per, plan)
-    assert Executor(build_runs(CFG, AGENT, seeds=9), shard=False).groups == (3, 3)
+    assert Executor(build_runs(CFG, AGENT, seeds=9), shard=False).groups == (2, 5)
+    assert Executor(build_runs(CFG, AGENT, seeds=64), shard=False).groups == (2, 32)
+    assert Executor(build_runs(CFG, AGENT, seeds=9), shard=False).learn_chunk == 2  # graph learners' groups
     assert Executor(build_runs(CFG, AGENT, seeds=8), shard=False).groups is None
+    assert Executor(build_runs(CFG, AGENT, seeds=8), shard=False).learn_chunk == 0  # one batch, as before
+    assert Executor(build_runs(CFG, AgentConfig(policy="droo"), seeds=64), shard=False).learn_chunk == 0
     assert Executor(build_runs(CFG, AgentConfig(policy="droo"), seeds=64), shard=False).groups == (2, 32)
     assert Executor(build_runs(CFG, AgentConfig(policy="droo"), seeds=32), shard=False).groups is None
     assert Executor(build_runs(CFG, AgentConfig(policy="greedy"), seeds=64), shard=False).groups == (2, 32)
@@ -97,7 +102,8 @@ def test_groups_side_by_side(monkeypatch):
         ex = Executor(rs, shard=False, group_runs=2)
         assert ex.groups == (3, 2)  # runs (0, 1), (2, 3), (4, 4 padded)
         st, rec = run_batched(ex, 40, chunk=20)
-        whole = rs.trainer.batched("train", rs.axes)
+        # (the graph learner's groups learn in chunks of 2: here, the whole group)
+        whole = rs.trainer.batched("train", rs.axes, learn_chunk=ex.learn_chunk)
         for runs in ([0, 1], [2, 3], [4, 4]):
             ref_st, ref = whole(rs.keys[np.asarray(runs)], rs.hyper, 40)
             for r, run in enumerate(runs):
@@ -110,6 +116,47 @@ def test_groups_side_by_side(monkeypatch):
     _, rec1 = run_batched(one, 40, chunk=40)
     assert one._pool._max_workers == 1
     _equal(rec, rec1)
+
+
+def test_learning_in_chunks():
+    """``in_run_chunks``: under vmap, a function over chunks of runs (the last one filled with
+    copies of the last run, dropped) gives the plain vmap's values, shared arguments included; a
+    graph learner's groups learn two runs at a time and give each run the numbers of its group's
+    program (a group padded to a multiple of the chunk as well), whatever the other groups hold,
+    and the same decisions and rewards as the whole group learning at once, its loss within float
+    rounding (XLA compiles a chunk inside its loop its own way)."""
+    from train.loop import in_run_chunks
+
+    def f(x, tree, shared):
+        return {"a": x * 3 + shared, "b": jnp.sum(tree["m"] * x[0], axis=0) + tree["s"]}
+
+    xs = jnp.arange(7 * 3, dtype=jnp.int32).reshape(7, 3)
+    trees = {"m": jnp.arange(7 * 4 * 2, dtype=jnp.int32).reshape(7, 4, 2), "s": jnp.int32(5)}
+    for chunk in (0, 1, 2, 3, 7, 8):
+        for axes in ((0, {"m": 0, "s": None}, None), (0, {"m": 0, "s": None}, 0)):
+            shared = jnp.arange(7, dtype=jnp.int32) if axes[2] == 0 else jnp.int32(2)
+            got = jax.jit(jax.vmap(in_run_chunks(f, chunk), in_axes=axes))(xs, trees, shared)
+            ref = jax.vmap(f, in_axes=axes)(xs, trees, shared)
+            for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(ref)):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"chunk {chunk}")
+
+    rs = build_runs(CFG, AGENT, seeds=5, seed=0)
+    ex = Executor(rs, shard=False, group_runs=3)
+    assert ex.groups == (2, 3) and ex.learn_chunk == 2  # runs (0, 1, 2), (3, 4, 4 padded); chunks of 2
+    st, rec = run_batched(ex, 40, chunk=20)
+    chunked = rs.trainer.batched("train", rs.axes, learn_chunk=2)
+    for runs in ([0, 1, 2], [3, 4, 4]):
+        _, ref = chunked(rs.keys[np.asarray(runs)], rs.hyper, 40)
+        for r, run in enumerate(runs):
+            for k in rec:
+                np.testing.assert_array_equal(rec[k][run], np.asarray(ref[k])[r], err_msg=f"{k} run {run}")
+    _, at_once = rs.trainer.batched("train", rs.axes)(rs.keys[:3], rs.hyper, 40)
+    for k in rec:
+        if k == "loss":
+            np.testing.assert_allclose(rec[k][:3], np.asarray(at_once[k]), rtol=1e-4, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(rec[k][:3], np.asarray(at_once[k]), err_msg=k)
+    assert np.isfinite(rec["loss"][:, 4::5]).all()  # the chunks did learn (an Adam step every 5 slots)
 
 
 def test_one_init_program_for_every_n_of_the_graph_policies(grle_runs):

@@ -26,6 +26,7 @@ checkpoints and the compile cache for free, and a new per-slot record is added i
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Callable
 
@@ -60,6 +61,52 @@ _BATCHED: dict = {}  # jitted batched functions, shared by trainers with the sam
 ACT_AHEAD = int(os.environ.get("GRLE_JAX_ACT_AHEAD", "10"))
 
 RECORD_KEYS = ("tasks", "on_time", "acc_sum", "reward", "reward_observed", "loss", "k", "k_pos")
+
+
+def in_run_chunks(fn: Callable, chunk: int) -> Callable:
+    """``fn`` itself, except under ``vmap`` over more than ``chunk`` runs: then a ``lax.map`` over
+    chunks of ``chunk`` runs, each chunk ``fn`` vmapped (arguments not batched stay shared; the last
+    chunk filled up with copies of the last run, whose results are dropped). ``chunk`` <= 0:
+    ``fn`` unchanged.
+
+    Why (issue 14; docs/benchmarks.md, "A learning step two runs at a time"): on a CPU a graph
+    learner's many runs go in groups side by side (``train.sweep.Executor``). A wide group makes
+    the slot's many small kernels cheaper per run, but its learning step then handles every run's
+    (minibatch x N x P, 64) edge arrays at once, and they leave the caches. Two runs at a time keep
+    them there. The arithmetic per run is the same; XLA compiles a chunk inside its loop its own
+    way, so a loss may differ from the whole batch's in the last bits (the decisions and rewards
+    were the same in our checks; ``tests/test_train.py::test_learning_in_chunks``)."""
+    if chunk <= 0:
+        return fn
+    from jax import custom_batching
+
+    chunked = custom_batching.custom_vmap(fn)
+
+    @chunked.def_vmap
+    def _rule(axis_size, in_batched, *args):
+        leaves, tree = jax.tree_util.tree_flatten(args)
+        flags = jax.tree_util.tree_leaves(in_batched)
+        inner = jax.vmap(fn, in_axes=jax.tree_util.tree_unflatten(tree, [0 if b else None for b in flags]))
+        if axis_size <= chunk:
+            out = inner(*args)
+        else:
+            def one(parts):
+                it = iter(parts)
+                return inner(*jax.tree_util.tree_unflatten(tree, [next(it) if b else x for x, b in zip(leaves, flags)]))
+
+            count = -(-axis_size // chunk)
+            pad = count * chunk - axis_size  # the last chunk filled with copies of the last run, dropped
+
+            def chunks(x):
+                if pad:
+                    x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)], axis=0)
+                return x.reshape((count, chunk) + x.shape[1:])
+
+            out = jax.lax.map(one, [chunks(x) for x, b in zip(leaves, flags) if b])
+            out = jax.tree_util.tree_map(lambda o: o.reshape((count * chunk,) + o.shape[2:])[:axis_size], out)
+        return out, jax.tree_util.tree_map(lambda _: True, out)
+
+    return chunked
 
 
 @struct.dataclass
@@ -150,10 +197,11 @@ class Trainer:
                         k=jnp.minimum(hyper.agent.k, self.agent.k_cap).astype(jnp.int32),
                         k_seen=jnp.zeros((), jnp.int32), loss=jnp.full((), jnp.nan, f32), key=key_data)
 
-    def slot(self, run: RunState, hyper: Hyper, t: jnp.ndarray, drawn=None, ahead=None) -> tuple[RunState, dict]:
+    def slot(self, run: RunState, hyper: Hyper, t: jnp.ndarray, drawn=None, ahead=None,
+             learn_chunk: int = 0) -> tuple[RunState, dict]:
         """Play slot ``t`` (``t == run.env.t``; passed separately so it stays unbatched). ``drawn``:
         the slot's (inputs, policy key) drawn ahead; ``ahead``: (logits computed ahead, whether they
-        are still the actor's: no Adam step since), see ``_block``."""
+        are still the actor's: no Adam step since), see ``_block``; ``learn_chunk``: see ``_learn``."""
         static, env_params, agent_params = self.env, hyper.env, hyper.agent
         if drawn is None:
             run_key = jax.random.wrap_key_data(run.key)
@@ -193,7 +241,7 @@ class Trainer:
             # with the look-ahead the critic's value is not R: the record keeps R on observed values
             r_obs = cr.reward if look is None else score(static, env_params, obs, option)
             run = self._remember(run, obs, cr.decision, t, agent_params)
-            run = self._learn(run, env_params, agent_params, t, policy_key)
+            run = self._learn(run, env_params, agent_params, t, policy_key, learn_chunk)
             pos = cr.first_pos
             seen = jnp.maximum(run.k_seen, cr.quant_pos)  # DROO's rule reads the quantiser's candidates
             update = agent_params.adaptive_k & ((t + 1) % agent_params.k_delta == 0)
@@ -229,8 +277,13 @@ class Trainer:
                      target=mem.target.at[i].set(decision))
         return run.replace(memory=mem)
 
-    def _learn(self, run: RunState, env_params: EnvParams, agent_params: AgentParams, t, policy_key) -> RunState:
-        def train(run):
+    def _learn(self, run: RunState, env_params: EnvParams, agent_params: AgentParams, t, policy_key,
+               learn_chunk: int = 0) -> RunState:
+        """The Adam step that ends every ``train_every``-th slot. ``learn_chunk`` > 0: under ``vmap``
+        over more runs than that, the step runs as a ``lax.map`` over chunks of ``learn_chunk`` runs
+        (``in_run_chunks``), the same arithmetic per run."""
+        def train(run, env_params, agent_params, t, key_data):
+            policy_key = jax.random.wrap_key_data(key_data)
             filled = jnp.minimum(t + 1, agent_params.memory)
             batch_key = jax.random.fold_in(policy_key, BATCH_TAG)
             idx = jax.random.randint(batch_key, (self.agent.batch_cap,), 0, filled)
@@ -254,32 +307,34 @@ class Trainer:
             return run.replace(variables=optax.apply_updates(run.variables, unravel(updates)), opt=opt,
                               loss=loss.astype(jnp.float32))
 
-        return jax.lax.cond((t + 1) % agent_params.train_every == 0, train, lambda run: run, run)
+        step, key_data = in_run_chunks(train, learn_chunk), jax.random.key_data(policy_key)
+        return jax.lax.cond((t + 1) % agent_params.train_every == 0,
+                            lambda run: step(run, env_params, agent_params, t, key_data), lambda run: run, run)
 
-    def run(self, run: RunState, hyper: Hyper, t0, length: int) -> tuple[RunState, dict]:
+    def run(self, run: RunState, hyper: Hyper, t0, length: int, learn_chunk: int = 0) -> tuple[RunState, dict]:
         """``length`` slots from slot ``t0`` (= ``run.env.t``), as one scan (of blocks of
-        ``act_ahead`` slots when the actor acts ahead, ``_block``)."""
+        ``act_ahead`` slots when the actor acts ahead, ``_block``); ``learn_chunk``: see ``_learn``."""
         t0 = jnp.asarray(t0, jnp.int32)
         n = self.act_ahead
         if n <= 1:
             def body(run, i):
-                return self.slot(run, hyper, t0 + i)
+                return self.slot(run, hyper, t0 + i, learn_chunk=learn_chunk)
 
             return jax.lax.scan(body, run, jnp.arange(length, dtype=jnp.int32))
         full, rest = divmod(length, n)
         parts = []
         if full:
-            run, rec = jax.lax.scan(lambda r, b: self._block(r, hyper, t0 + b * n, n), run,
+            run, rec = jax.lax.scan(lambda r, b: self._block(r, hyper, t0 + b * n, n, learn_chunk), run,
                                     jnp.arange(full, dtype=jnp.int32))
             parts.append(jax.tree_util.tree_map(lambda x: x.reshape((full * n,) + x.shape[2:]), rec))
         if rest:
-            run, rec = self._block(run, hyper, t0 + full * n, rest)
+            run, rec = self._block(run, hyper, t0 + full * n, rest, learn_chunk)
             parts.append(rec)
         if len(parts) == 1:
             return run, parts[0]
         return run, jax.tree_util.tree_map(lambda *x: jnp.concatenate(x, axis=0), *parts)
 
-    def _block(self, run: RunState, hyper: Hyper, tb, n: int) -> tuple[RunState, dict]:
+    def _block(self, run: RunState, hyper: Hyper, tb, n: int, learn_chunk: int = 0) -> tuple[RunState, dict]:
         """Act ahead: ``n`` slots from slot ``tb`` with an actor that reads only exogenous inputs
         (``Actor.exogenous``: DROO, DROOE). The slots' inputs are drawn first (the same keys and
         draws as slot by slot: links and activity carried from slot to slot as ``sample`` does),
@@ -308,7 +363,7 @@ class Trainer:
         def body(run, xs):
             t, inp, key, pre = xs
             fresh = (t // every) == (tb // every)  # no Adam step in slots tb .. t - 1 (steps end slots te-1, 2te-1, ...)
-            return self.slot(run, hyper, t, (inp, key), (pre, fresh))
+            return self.slot(run, hyper, t, (inp, key), (pre, fresh), learn_chunk)
 
         return jax.lax.scan(body, run, (ts, inputs, keys, logits))
 
@@ -317,16 +372,18 @@ class Trainer:
         return self.run(self.init(key, hyper), hyper, 0, slots)
 
     # --- many runs: vmap over the run axis -----------------------------------------------------
-    def batched(self, what: str, hyper_axes: Hyper, fast: bool = False) -> Callable:
+    def batched(self, what: str, hyper_axes: Hyper, fast: bool = False, learn_chunk: int = 0) -> Callable:
         """jit(vmap(...)) of ``init`` (keys, hyper), ``run`` (states, hyper, t0, length) or ``train``
         (keys, hyper, slots) over the leading run axis; ``hyper_axes`` says which hyper leaves carry
         that axis (0) and which are shared (None). ``fast``: the run program is compiled the fast
-        way (``train.compiling``: the same numbers; init programs always are)."""
+        way (``train.compiling``: the same numbers; init programs always are). ``learn_chunk``:
+        the learning step in chunks of that many runs (``_learn``; 0: the whole batch at once)."""
         from . import compiling
 
         fast = bool(fast) and what != "init"
+        learn_chunk = int(learn_chunk) if what != "init" and self.learning else 0
         flat, treedef = jax.tree_util.tree_flatten(hyper_axes, is_leaf=lambda x: x is None)
-        cache_key = (self.key, what, treedef, tuple(flat), fast)
+        cache_key = (self.key, what, treedef, tuple(flat), fast, learn_chunk)
         if cache_key in _BATCHED:
             return _BATCHED[cache_key]
         if what == "init":
@@ -335,10 +392,11 @@ class Trainer:
             # the state is donated: the scan's carry is written over its input, so a call allocates
             # no second copy of every run's parameters, Adam moments and replay memory (at 8,192 DROO
             # runs 1.9 GB a call; docs/benchmarks.md). Callers pass each state once (run_batched).
-            fn = compiling.jit(jax.vmap(self.run, in_axes=(0, hyper_axes, None, None)), fast, static_argnums=(3,),
+            run = functools.partial(self.run, learn_chunk=learn_chunk) if learn_chunk else self.run
+            fn = compiling.jit(jax.vmap(run, in_axes=(0, hyper_axes, None, None)), fast, static_argnums=(3,),
                                donate_argnums=(0,))
         elif what == "train":  # batched init, then the batched run: ONE scan over all slots
-            init, run = self.batched("init", hyper_axes), self.batched("run", hyper_axes, fast)
+            init, run = self.batched("init", hyper_axes), self.batched("run", hyper_axes, fast, learn_chunk)
 
             def fn(keys, hyper, slots):
                 return run(init(keys, hyper), hyper, 0, slots)

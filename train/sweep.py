@@ -205,6 +205,7 @@ def sharded(fn_per_run: Callable, in_axes: tuple, mesh) -> Callable:
 
 
 GROUP_ENV = "GRLE_JAX_GROUP_RUNS"  # runs per group on a CPU (0: one batch), for A/B runs
+LEARN_CHUNK_ENV = "GRLE_JAX_LEARN_CHUNK"  # runs per learning chunk inside a group (0: the whole group), for A/B runs
 # Fixed policies (greedy, the oracle): more than 8 runs in at least two groups of at most 512 (a
 # learner's actor says its own: ``Actor.cpu_group_runs``, ``cpu_group_above``); random, whose slot
 # is cheap enough that a small set's calls would be mostly overhead, from 129 runs. Greedy at 64
@@ -234,14 +235,16 @@ class Executor:
     """Batched ``init`` and ``run`` of a RunSet, on one device or split over all of them.
 
     On a CPU, more than ``Actor.cpu_group_above`` runs of a learner are run in groups of at most
-    ``Actor.cpu_group_runs`` runs (``group_plan``; GRL, GRLE: more than 8 runs in groups of 4;
-    DROO, DROOE: more than 32 in groups of 128, at least two; greedy and the oracle: more than 8
-    in groups of 512, random more than 128, at least two), each group one call of the same
-    compiled program, the groups side by side in one thread per core (``group_runs`` overrides,
-    0 = one batch; env ``GRLE_JAX_GROUP_RUNS``). The state and the records stay one batch over
-    all runs. A run's numbers are those of its group's batch: they depend on the number of runs
-    and the group size (XLA may vectorise a batch of 8 and one of 64 differently, the last bits),
-    never on the thread count, the core count or the timing (``tests/test_train.py::test_groups_side_by_side``)."""
+    ``Actor.cpu_group_runs`` runs (``group_plan``; GRL, GRLE: more than 8 runs in groups of at
+    most 32, each group's learning step two runs at a time, ``Actor.cpu_learn_chunk``; DROO,
+    DROOE: more than 32 in groups of 128, at least two; greedy and the oracle: more than 8 in
+    groups of 512, random more than 128, at least two), each group one call of the same compiled
+    program, the groups side by side in one thread per core (``group_runs`` overrides, 0 = one
+    batch; env ``GRLE_JAX_GROUP_RUNS``, and ``GRLE_JAX_LEARN_CHUNK`` for the chunk). The state and
+    the records stay one batch over all runs. A run's numbers are those of its group's batch: they
+    depend on the number of runs and the group size (XLA may vectorise a batch of 8 and one of 64
+    differently, the last bits), never on the thread count, the core count or the timing
+    (``tests/test_train.py::test_groups_side_by_side``, ``test_learning_in_chunks``)."""
 
     def __init__(self, rs: RunSet, shard: bool | None = None, group_runs: int | None = None,
                  fast_compile: bool = False):
@@ -265,6 +268,11 @@ class Executor:
                 group_runs, above = FIXED_GROUP_RUNS, FIXED_GROUP_ABOVE.get(tr.agent.policy, 8)
         on_cpu = jax.default_backend() == "cpu"
         self.groups = group_plan(rs.runs, group_runs, above) if (on_cpu and not self.shard) else None
+        # a learner's groups learn in chunks of its actor's width (env GRLE_JAX_LEARN_CHUNK overrides)
+        self.learn_chunk = 0
+        if self.groups is not None and tr.learning:
+            env = os.environ.get(LEARN_CHUNK_ENV)
+            self.learn_chunk = int(env) if env else tr.actor.cpu_learn_chunk
         self._pool = None
 
         def init(kd, h):
@@ -296,7 +304,7 @@ class Executor:
             def batch(fn, axes):
                 return jax.vmap(fn, in_axes=axes)
 
-            self._run = tr.batched("run", rs.axes, self.fast_compile)
+            self._run = tr.batched("run", rs.axes, self.fast_compile, self.learn_chunk)
         # init programs run once: always compiled the fast way (the same numbers, train.compiling)
         if split:
             self._vars = _cached(("variables", tr.actor.init_key) + layout,

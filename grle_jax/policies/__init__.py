@@ -53,6 +53,9 @@ class Actor:
     # A set of at most this many runs stays one batch (so the grid's cells, 5 seeds or 2 with
     # ``--quick``, and every number stored from them do not depend on the group width).
     cpu_group_above: ClassVar[int] = 8
+    # In such groups the learning step runs this many runs at a time (``train.loop.in_run_chunks``;
+    # 0: the whole group at once).
+    cpu_learn_chunk: ClassVar[int] = 0
 
     @property
     def option_idx(self) -> np.ndarray:
@@ -90,7 +93,10 @@ class GraphActor(Actor):
     """GRL and GRLE: the graph convolutional actor (``policies.gcn``) over the device/option graph."""
 
     shape_free: ClassVar[bool] = True  # a graph network: its parameters do not depend on N or P
-    cpu_group_runs: ClassVar[int | None] = 4
+    # groups of up to 32 runs, each learning two runs at a time (docs/benchmarks.md, "A learning
+    # step two runs at a time")
+    cpu_group_runs: ClassVar[int | None] = 32
+    cpu_learn_chunk: ClassVar[int] = 2
 
     def apply(self, variables, obs: Observation, params: EnvParams) -> jax.Array:
         graph, mask = build_graph(self.static, params, obs, self.option_idx)
