@@ -62,11 +62,14 @@ def test_chunks_leave_no_trace_and_runs_are_deterministic(grle_runs):
 
 
 def test_groups_side_by_side(monkeypatch):
-    """On a CPU a graph actor's runs go in groups of one width, side by side in threads
-    (``Executor.groups``): each run's records and final state are those of its group run as its
-    own batch (the last group padded with the last run, dropped), through chunks, whatever the
-    number of threads; the plan depends on the run count and the group size only."""
+    """On a CPU a graph actor's runs go in groups of one width, side by side
+    (``Executor.groups``; here in threads, ``GRLE_JAX_GROUP_PROCS=0``; in processes:
+    ``test_groups_in_processes``): each run's records and final state are those of its group run
+    as its own batch (the last group padded with the last run, dropped), through chunks, whatever
+    the number of Python threads; the plan depends on the run count and the group size only."""
     from train.sweep import group_plan
+
+    monkeypatch.setenv("GRLE_JAX_GROUP_PROCS", "0")  # this process's programs are the reference
 
     assert group_plan(4, 8) is None and group_plan(9, 8) == (2, 5) and group_plan(64, 8) == (8, 8)
     assert group_plan(1024, 8) == (128, 8) and group_plan(20, 8) == (4, 5) and group_plan(64, 0) is None
@@ -118,6 +121,75 @@ def test_groups_side_by_side(monkeypatch):
     _equal(rec, rec1)
 
 
+_PINNED_REFERENCE = """
+import os, sys
+os.sched_setaffinity(0, {int(sys.argv[2])})  # one core, before jax sizes its thread pool
+import jax, numpy as np
+from grle_jax.agent import AgentConfig
+from grle_jax.config import Config
+from train.sweep import Executor, build_runs, run_batched
+rs = build_runs(Config.for_scenario("base", devices=10, slot_ms=20.0), AgentConfig(policy="grle"), seeds=5, seed=0)
+ex = Executor(rs, shard=False, group_runs=2)
+assert ex.groups == (3, 2) and ex.proc_cores == []
+st, rec = run_batched(ex, 40, chunk=20)
+np.savez(sys.argv[1], **rec, **{f"state{i}": np.asarray(x) for i, x in enumerate(jax.tree_util.tree_leaves(st))})
+"""
+
+
+def test_groups_in_processes(tmp_path):
+    """On a CPU of two cores or more, the groups run in worker processes, each pinned to its share
+    of the cores (``train.procs``): every run's records and final state are, bit for bit, those of
+    its group's program run in a process of one core (the independent reference: the groups in
+    threads of a process pinned to one core); the state stays in the workers between calls, comes
+    back with ``to_host`` (a checkpoint) and resumes; a stale handle and a dead worker are clear
+    errors."""
+    import subprocess
+    import sys
+
+    from train import procs
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("one core: the groups run in threads")
+    # N = 10 and the default agent: learning steps large enough that XLA:CPU splits their sums by
+    # the threads of its pool (a pool of two gives other last bits of the loss than a pool of one)
+    rs = build_runs(Config.for_scenario("base", devices=10, slot_ms=20.0), AgentConfig(policy="grle"), seeds=5, seed=0)
+    ex = Executor(rs, shard=False, group_runs=2)
+    assert ex.groups == (3, 2) and len(ex.proc_cores) == 2  # three groups on two workers
+    mid = {}
+
+    def keep(state, t_end, parts, trace, length):
+        assert isinstance(state, procs.Remote)  # the state stayed in the workers
+        if t_end == 20:
+            mid["state"], mid["recs"] = ex.to_host(state), concat_records(parts)
+
+    st, rec = run_batched(ex, 40, chunk=20, on_chunk=keep)
+    ref_file = tmp_path / "ref.npz"
+    env = dict(os.environ, GRLE_JAX_GROUP_PROCS="0")
+    subprocess.run([sys.executable, "-c", _PINNED_REFERENCE, str(ref_file), str(cores[0])], env=env, check=True)
+    ref = np.load(ref_file)
+    leaves = jax.tree_util.tree_leaves(st)
+    assert all(isinstance(x, np.ndarray) and x.shape[0] == 5 for x in leaves)  # fetched from the workers
+    for k in rec:
+        np.testing.assert_array_equal(rec[k], ref[k], err_msg=k)
+    for i, x in enumerate(leaves):
+        np.testing.assert_array_equal(x, ref[f"state{i}"], err_msg=f"state leaf {i}")
+    assert np.isfinite(rec["loss"][:, -1]).all()  # it learned
+    # resumed from the state fetched at slot 20 (sent back to the workers): the same slots 20-40
+    _, resumed = run_batched(ex, 40, chunk=20, state=mid["state"], start=20, records=mid["recs"])
+    _equal(resumed, rec)
+    # a handle the next call consumed is refused; a killed worker is one clear error
+    s1, _ = ex.run(ex.init(), 0, 20)
+    ex.run(s1, 20, 20)
+    with pytest.raises(ValueError, match="consumed"):
+        ex.run(s1, 20, 20)
+    pool = procs.workers_for(ex.proc_cores)
+    pool.procs[1].kill()
+    pool.procs[1].wait()
+    with pytest.raises(procs.WorkerError, match="exited"):
+        ex.run(ex.init(), 0, 20)
+    assert procs.workers_for(ex.proc_cores) is not pool  # a new executor starts new workers
+
 def test_learning_in_chunks():
     """``in_run_chunks``: under vmap, a function over chunks of runs (the last one filled with
     copies of the last run, dropped) gives the plain vmap's values, shared arguments included; a
@@ -127,6 +199,14 @@ def test_learning_in_chunks():
     rounding (XLA compiles a chunk inside its loop its own way)."""
     from train.loop import in_run_chunks
 
+    os.environ["GRLE_JAX_GROUP_PROCS"] = "0"  # in threads: this process's programs are the reference
+    try:
+        _learning_in_chunks(in_run_chunks)
+    finally:
+        del os.environ["GRLE_JAX_GROUP_PROCS"]
+
+
+def _learning_in_chunks(in_run_chunks):
     def f(x, tree, shared):
         return {"a": x * 3 + shared, "b": jnp.sum(tree["m"] * x[0], axis=0) + tree["s"]}
 

@@ -239,12 +239,17 @@ class Executor:
     most 32, each group's learning step two runs at a time, ``Actor.cpu_learn_chunk``; DROO,
     DROOE: more than 32 in groups of 128, at least two; greedy and the oracle: more than 8 in
     groups of 512, random more than 128, at least two), each group one call of the same compiled
-    program, the groups side by side in one thread per core (``group_runs`` overrides, 0 = one
-    batch; env ``GRLE_JAX_GROUP_RUNS``, and ``GRLE_JAX_LEARN_CHUNK`` for the chunk). The state and
-    the records stay one batch over all runs. A run's numbers are those of its group's batch: they
-    depend on the number of runs and the group size (XLA may vectorise a batch of 8 and one of 64
-    differently, the last bits), never on the thread count, the core count or the timing
-    (``tests/test_train.py::test_groups_side_by_side``, ``test_learning_in_chunks``)."""
+    program (``group_runs`` overrides, 0 = one batch; env ``GRLE_JAX_GROUP_RUNS``, and
+    ``GRLE_JAX_LEARN_CHUNK`` for the chunk), the groups side by side in worker processes, each
+    pinned to its share of the cores (``train.procs``; the state then stays in the workers between
+    calls: ``run`` hands back a ``train.procs.Remote``, ``to_host`` fetches it), or, on one core or
+    with ``GRLE_JAX_GROUP_PROCS=0``, in one thread per core. The records stay one batch over all
+    runs. A run's numbers are those of its group's batch: they depend on the number of runs and the
+    group size (XLA may vectorise a batch of 8 and one of 64 differently, the last bits) and, for a
+    learner's loss, on the size of the thread pool that runs it (a worker's share of the cores, or
+    all of them in threads: the last bits), never on the timing or on which worker runs which group
+    (``tests/test_train.py::test_groups_side_by_side``, ``test_learning_in_chunks``,
+    ``test_groups_in_processes``)."""
 
     def __init__(self, rs: RunSet, shard: bool | None = None, group_runs: int | None = None,
                  fast_compile: bool = False):
@@ -274,6 +279,11 @@ class Executor:
             env = os.environ.get(LEARN_CHUNK_ENV)
             self.learn_chunk = int(env) if env else tr.actor.cpu_learn_chunk
         self._pool = None
+        # the groups in worker processes, one per share of the cores (train.procs), or in threads
+        from .procs import worker_cores
+
+        self.proc_cores = worker_cores(self.groups[0]) if self.groups is not None else []
+        self._procs = None
 
         def init(kd, h):
             return tr.init(jax.random.wrap_key_data(kd), h)
@@ -363,7 +373,10 @@ class Executor:
         return self._run(state, self.rs.hyper, t0, length)
 
     def _run_groups(self, state: RunState, t0: int, length: int):
-        """The runs in ``groups`` batches of one width, side by side in threads; one batch out."""
+        """The runs in ``groups`` batches of one width, side by side in worker processes (one per
+        share of the cores, ``train.procs``) or in threads; one batch out."""
+        if self.proc_cores:
+            return self._run_procs(state, t0, length)
         groups, width = self.groups
         if self._pool is None:
             runs = self.rs.runs
@@ -407,8 +420,101 @@ class Executor:
                                    range(groups)))
         return self._join([o[0] for o in outs]), self._join([o[1] for o in outs])
 
+    def _run_procs(self, state, t0: int, length: int):
+        """``_run_groups`` in the worker processes: the parent compiles each group program once and
+        sends it; the groups' states stay in the workers (a ``Remote`` handle comes back) unless a
+        host or device state is given, which is sent; the records come back as host arrays."""
+        from . import compiling, procs
+
+        groups, width = self.groups
+        runs = self.rs.runs
+        if self._procs is None:
+            workers = procs.workers_for(self.proc_cores)
+            owner = workers.new_id()
+            rows = np.minimum(np.arange(groups * width), runs - 1).reshape(groups, width)  # pads repeat the last run
+            hyper = jax.tree_util.tree_map(np.asarray, self.rs.hyper)
+            hypers = [jax.tree_util.tree_map(lambda h, a: h[r] if a == 0 else h, hyper, self.rs.axes,
+                                             is_leaf=lambda x: x is None) for r in rows]
+            self._procs = {"workers": workers, "owner": owner, "rows": rows, "hypers": hypers,
+                           "programs": set(), "version": 0, "shapes": None}
+            import weakref
+
+            weakref.finalize(self, workers.drop, owner)
+        pr = self._procs
+        workers, owner = pr["workers"], pr["owner"]
+        where = [g % len(workers) for g in range(groups)]
+        msgs = {w: [] for w in range(len(workers))}
+        if isinstance(state, procs.Remote):
+            if state.owner is not self or state.version != pr["version"]:
+                raise ValueError("this state was consumed by a later run of its executor (pass the state the "
+                                 "last run returned)")
+        else:
+            host = jax.tree_util.tree_map(np.asarray, state)
+            pr["shapes"] = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((width,) + x.shape[1:], x.dtype), host)
+            for g in range(groups):
+                part = [x[pr["rows"][g]] for x in jax.tree_util.tree_leaves(host)]
+                msgs[where[g]].append(("put", (owner, g), part, jax.tree_util.tree_leaves(pr["hypers"][g])))
+        if length not in pr["programs"]:
+            blob, pr["rec_tree"] = self._export_group_program(pr, length)
+            for w in msgs:
+                msgs[w].append(("load", (owner, length), blob, compiling.options(self.fast_compile)))
+            pr["programs"].add(length)
+        first = {w: len(ms) for w, ms in msgs.items()}
+        for g in range(groups):
+            msgs[where[g]].append(("run", (owner, length), (owner, g), t0))
+        pr["version"] += 1  # the state given is consumed, as the in-process program's (donated)
+        answers = workers.ask_all(msgs)
+        order = [0] * len(workers)
+        recs = []
+        for g in range(groups):
+            w = where[g]
+            recs.append(answers[w][first[w] + order[w]])
+            order[w] += 1
+        rec = [np.concatenate(xs, axis=0)[:runs] for xs in zip(*recs)]
+        return procs.Remote(self, pr["version"]), jax.tree_util.tree_unflatten(pr["rec_tree"], rec)
+
+    def _export_group_program(self, pr, length: int):
+        """A group's run program, traced and lowered here, serialized (``jax.export``) for the
+        workers to compile: over flat lists of leaves (the calling convention carries no pytree
+        types), the state donated. Returns the bytes and the records' tree structure."""
+        fn = getattr(self._run, "_top", self._run)  # the jit itself (train.compiling's twin for the top level)
+        st_tree = jax.tree_util.tree_structure(pr["shapes"])
+        h_leaves, h_tree = jax.tree_util.tree_flatten(pr["hypers"][0])
+        box = {}
+
+        def flat(state, hyper, t):
+            st, rec = fn(jax.tree_util.tree_unflatten(st_tree, state), jax.tree_util.tree_unflatten(h_tree, hyper), t,
+                         length)
+            leaves, box["rec"] = jax.tree_util.tree_flatten(rec)
+            return jax.tree_util.tree_leaves(st), leaves
+
+        args = (jax.tree_util.tree_leaves(pr["shapes"]),
+                [jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype) for x in h_leaves],
+                jax.ShapeDtypeStruct((), jnp.int32))
+        exp = jax.export.export(jax.jit(flat, donate_argnums=(0,)), platforms=["cpu"])(*args)
+        return exp.serialize(), box["rec"]
+
+    def _fetch(self, remote):
+        """The host state of every run from the worker processes."""
+        pr = self._procs
+        if remote.owner is not self or remote.version != pr["version"]:
+            raise ValueError("this state was consumed by a later run of its executor")
+        groups = self.groups[0]
+        workers = pr["workers"]
+        msgs = {w: [] for w in range(len(workers))}
+        for g in range(groups):
+            msgs[g % len(workers)].append(("get", (pr["owner"], g)))
+        answers = workers.ask_all(msgs)
+        parts = [answers[g % len(workers)][g // len(workers)] for g in range(groups)]
+        leaves = [np.concatenate(xs, axis=0)[: self.rs.runs] for xs in zip(*parts)]
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(pr["shapes"]), leaves)
+
     def to_host(self, tree):
         """Gather (across processes too) and drop the padding runs."""
+        from .procs import Remote
+
+        if isinstance(tree, Remote):
+            return tree.owner._fetch(tree)
         if self.shard and jax.process_count() > 1:
             from jax.experimental import multihost_utils
 
@@ -473,7 +579,9 @@ def run_batched(ex: Executor, slots: int, chunk: int = 1000, state=None, start: 
         recs = {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
     else:
         recs = {}
-    return state, recs
+    from .procs import Remote
+
+    return (ex.to_host(state) if isinstance(state, Remote) else state), recs
 
 
 def concat_records(parts: list[dict]) -> dict:
