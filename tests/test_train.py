@@ -121,16 +121,20 @@ def test_groups_side_by_side(monkeypatch):
     _equal(rec, rec1)
 
 
-_PINNED_REFERENCE = """
+_GROUPS_ELSEWHERE = """
 import os, sys
-os.sched_setaffinity(0, {int(sys.argv[2])})  # one core, before jax sizes its thread pool
+if sys.argv[2] == "pinned":  # the groups in threads of a process of one core, before jax sizes its pool
+    os.sched_setaffinity(0, {int(sys.argv[3])})
+    os.environ["GRLE_JAX_GROUP_PROCS"] = "0"
 import jax, numpy as np
 from grle_jax.agent import AgentConfig
 from grle_jax.config import Config
+from train import procs
 from train.sweep import Executor, build_runs, run_batched
 rs = build_runs(Config.for_scenario("base", devices=10, slot_ms=20.0), AgentConfig(policy="grle"), seeds=5, seed=0)
 ex = Executor(rs, shard=False, group_runs=2)
-assert ex.groups == (3, 2) and ex.proc_cores == []
+assert ex.groups == (3, 2) and (ex.proc_cores == []) == (sys.argv[2] == "pinned")
+assert not procs.persistent_cache_on()  # in processes: the executables compiled here are sent
 st, rec = run_batched(ex, 40, chunk=20)
 np.savez(sys.argv[1], **rec, **{f"state{i}": np.asarray(x) for i, x in enumerate(jax.tree_util.tree_leaves(st))})
 """
@@ -140,7 +144,8 @@ def test_groups_in_processes(tmp_path):
     """On a CPU of two cores or more, the groups run in worker processes, each pinned to its share
     of the cores (``train.procs``): every run's records and final state are, bit for bit, those of
     its group's program run in a process of one core (the independent reference: the groups in
-    threads of a process pinned to one core); the state stays in the workers between calls, comes
+    threads of a process pinned to one core), whether the workers compiled the program (with a
+    persistent compile cache) or were sent the executable (without one); the state stays in the workers between calls, comes
     back with ``to_host`` (a checkpoint) and resumes; a stale handle and a dead worker are clear
     errors."""
     import subprocess
@@ -163,17 +168,25 @@ def test_groups_in_processes(tmp_path):
         if t_end == 20:
             mid["state"], mid["recs"] = ex.to_host(state), concat_records(parts)
 
+    assert procs.persistent_cache_on()  # (tests/conftest.py): the workers compile the programs sent
     st, rec = run_batched(ex, 40, chunk=20, on_chunk=keep)
-    ref_file = tmp_path / "ref.npz"
-    env = dict(os.environ, GRLE_JAX_GROUP_PROCS="0")
-    subprocess.run([sys.executable, "-c", _PINNED_REFERENCE, str(ref_file), str(cores[0])], env=env, check=True)
-    ref = np.load(ref_file)
+    # the same in a process without a compile cache (executables compiled there, sent), and the
+    # reference: the groups in threads of a process pinned to one core
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    got = {}
+    for mode in ("pinned", "procs"):
+        subprocess.run([sys.executable, "-c", _GROUPS_ELSEWHERE, str(tmp_path / mode), mode, str(cores[0])], env=env,
+                       check=True)
+        got[mode] = np.load(tmp_path / f"{mode}.npz")
+    ref = got["pinned"]
     leaves = jax.tree_util.tree_leaves(st)
     assert all(isinstance(x, np.ndarray) and x.shape[0] == 5 for x in leaves)  # fetched from the workers
     for k in rec:
         np.testing.assert_array_equal(rec[k], ref[k], err_msg=k)
+        np.testing.assert_array_equal(got["procs"][k], ref[k], err_msg=f"{k}, executables sent")
     for i, x in enumerate(leaves):
         np.testing.assert_array_equal(x, ref[f"state{i}"], err_msg=f"state leaf {i}")
+        np.testing.assert_array_equal(got["procs"][f"state{i}"], ref[f"state{i}"], err_msg=f"state leaf {i}, sent")
     assert np.isfinite(rec["loss"][:, -1]).all()  # it learned
     # resumed from the state fetched at slot 20 (sent back to the workers): the same slots 20-40
     _, resumed = run_batched(ex, 40, chunk=20, state=mid["state"], start=20, records=mid["recs"])

@@ -424,7 +424,7 @@ class Executor:
         """``_run_groups`` in the worker processes: the parent compiles each group program once and
         sends it; the groups' states stay in the workers (a ``Remote`` handle comes back) unless a
         host or device state is given, which is sent; the records come back as host arrays."""
-        from . import compiling, procs
+        from . import procs
 
         groups, width = self.groups
         runs = self.rs.runs
@@ -455,9 +455,9 @@ class Executor:
                 part = [x[pr["rows"][g]] for x in jax.tree_util.tree_leaves(host)]
                 msgs[where[g]].append(("put", (owner, g), part, jax.tree_util.tree_leaves(pr["hypers"][g])))
         if length not in pr["programs"]:
-            blob, pr["rec_tree"] = self._export_group_program(pr, length)
+            prog, pr["rec_tree"] = self._group_program(pr, length)
             for w in msgs:
-                msgs[w].append(("load", (owner, length), blob, compiling.options(self.fast_compile)))
+                msgs[w].append((prog[0], (owner, length)) + prog[1:])
             pr["programs"].add(length)
         first = {w: len(ms) for w, ms in msgs.items()}
         for g in range(groups):
@@ -473,11 +473,17 @@ class Executor:
         rec = [np.concatenate(xs, axis=0)[:runs] for xs in zip(*recs)]
         return procs.Remote(self, pr["version"]), jax.tree_util.tree_unflatten(pr["rec_tree"], rec)
 
-    def _export_group_program(self, pr, length: int):
-        """A group's run program, traced and lowered here, serialized (``jax.export``) for the
-        workers to compile: over flat lists of leaves (the calling convention carries no pytree
-        types), the state donated. Returns the bytes and the records' tree structure."""
-        fn = getattr(self._run, "_top", self._run)  # the jit itself (train.compiling's twin for the top level)
+    def _group_program(self, pr, length: int):
+        """A group's run program for the workers, over flat lists of leaves (no pytree types cross
+        the pipe), the state donated, and the records' tree structure. Compiled here and sent as an
+        executable (``jax.experimental.serialize_executable``) when this process keeps no persistent
+        compile cache (this process compiles on every core; the workers, pinned, would compile on
+        one each); else sent as a program (``jax.export``) that each worker compiles itself (an
+        executable loaded from the persistent cache serializes without its kernels, see
+        ``train.procs``). Returns the message to send, less its key, and the records' structure."""
+        from . import compiling, procs
+
+        fn = getattr(self._run, "_plain", self._run)  # inside a trace: the plain jit (train.compiling)
         st_tree = jax.tree_util.tree_structure(pr["shapes"])
         h_leaves, h_tree = jax.tree_util.tree_flatten(pr["hypers"][0])
         box = {}
@@ -491,8 +497,14 @@ class Executor:
         args = (jax.tree_util.tree_leaves(pr["shapes"]),
                 [jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype) for x in h_leaves],
                 jax.ShapeDtypeStruct((), jnp.int32))
+        options = compiling.options(self.fast_compile)
+        if not procs.persistent_cache_on():
+            from jax.experimental import serialize_executable
+
+            compiled = jax.jit(flat, donate_argnums=(0,), compiler_options=options).lower(*args).compile()
+            return ("exec",) + tuple(serialize_executable.serialize(compiled)), box["rec"]
         exp = jax.export.export(jax.jit(flat, donate_argnums=(0,)), platforms=["cpu"])(*args)
-        return exp.serialize(), box["rec"]
+        return ("compile", exp.serialize(), options), box["rec"]
 
     def _fetch(self, remote):
         """The host state of every run from the worker processes."""
