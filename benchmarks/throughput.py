@@ -52,15 +52,22 @@ METRICS = {
 # ================================================================================================
 # timing helpers
 # ================================================================================================
+def _cpu() -> float:
+    """CPU seconds of this process and of its group workers (``train.procs``: many runs on a CPU)."""
+    from train.procs import cpu_seconds
+
+    return cpu_seconds()
+
+
 def _median_time(call, reps: int, sync) -> tuple[float, list[float], list[float]]:
     """Median wall time of ``reps`` calls; also each call's process CPU time (all threads)."""
     times, cpu = [], []
     for _ in range(reps):
-        c0 = time.process_time()
+        c0 = _cpu()
         t0 = time.perf_counter()
         sync(call())
         times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
+        cpu.append(_cpu() - c0)
     return statistics.median(times), times, cpu
 
 
@@ -274,10 +281,10 @@ def interleaved(sides: dict, reps: int) -> dict:
     out = {n: {"times": [], "cpu_s": []} for n in names}
     for r in range(reps):
         for n in names[r % len(names):] + names[:r % len(names)]:
-            c0, t0 = time.process_time(), time.perf_counter()
+            c0, t0 = _cpu(), time.perf_counter()
             sides[n]()
             out[n]["times"].append(time.perf_counter() - t0)
-            out[n]["cpu_s"].append(time.process_time() - c0)
+            out[n]["cpu_s"].append(_cpu() - c0)
     for n in names:
         out[n]["median_s"] = statistics.median(out[n]["times"])
     return out

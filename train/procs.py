@@ -21,8 +21,7 @@ handle to it), so a call sends nothing but the slot number and brings back the r
 ``Executor.to_host`` fetches the states.
 
 Numbers: a worker's pool of compute threads has as many threads as its share of the cores, and
-XLA:CPU splits some long sums (the learning step's weight gradients) by the number of threads of
-its pool, so a learner's loss can differ in its last bits from the same program run in threads of
+XLA:CPU splits some long sums of a learning step by the number of threads of its pool, so a learner's loss can differ in its last bits from the same program run in threads of
 the parent (whose pool has every core; so does a lone run's: docs/training.md, "Many runs"). Every
 run's numbers are those of its group's program on a pool of one worker's share of the cores, bit
 for bit, whichever worker runs it (tests/test_train.py::test_groups_in_processes checks them
@@ -226,6 +225,25 @@ def workers_for(cores: list[tuple[int, ...]]) -> Workers:
         if w is None or w.closed:
             w = _POOLS[key] = Workers(cores)
         return w
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its live group workers, all threads (benchmarks: the
+    groups' work is done in the workers, which ``time.process_time`` does not see; a worker's are
+    read from /proc, in clock ticks of 10 ms)."""
+    import time
+
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for w in list(_POOLS.values()):
+        for p in w.procs:
+            try:
+                with open(f"/proc/{p.pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            except (OSError, IndexError, ValueError):
+                pass
+    return total
 
 
 @atexit.register
