@@ -517,3 +517,17 @@ def test_cifar10_refuses_bombs_fast(tmp_path, capsys, raw, text):
     assert text in one_line(capsys, "data")
     with pytest.raises(Exception, match="refused|not a CIFAR-10"):
         datasets.safe_unpickle(raw) if text != "key 'extra'" else datasets.read_cifar10_py(str(d / "test_batch"))
+
+
+@pytest.mark.parametrize("name", ["GRLE_JAX_GROUP_PROCS", "GRLE_JAX_GROUP_RUNS", "GRLE_JAX_LEARN_CHUNK"])
+def test_bad_group_switches_are_one_line(tmp_path, capsys, monkeypatch, name):
+    """The groups' A/B switches (environment variables) with a bad value: one line naming the
+    variable and the value, exit 2, before anything is written (train.grle and train.experiments)."""
+    for value in ("x", "-1"):
+        monkeypatch.setenv(name, value)
+        out = tmp_path / f"g{value}"
+        assert main(RUN + ["--out", str(out)]) == 2
+        assert repr(value) in one_line(capsys, name)
+        assert ex.main(["devices", "--quick", "--out", str(out)]) == 2
+        one_line(capsys, name)
+        assert not out.exists()

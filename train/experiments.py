@@ -817,7 +817,10 @@ def main(argv=None) -> int:
     box = {}
 
     def parse():
+        from .sweep import check_env
+
         box["plan"] = plan_from_args(build_parser().parse_args(argv))
+        check_env()  # the groups' A/B switches, before anything starts
 
     if cli.run(parse):
         return 2

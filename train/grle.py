@@ -729,6 +729,9 @@ def main(argv=None) -> int:
         plan = plan_from_resume(args) if args.resume is not None else plan_from_args(args)
         if plan.normalise:
             _need_oracle()
+        from .sweep import check_env
+
+        check_env()  # the groups' A/B switches, before anything starts
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

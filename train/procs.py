@@ -56,12 +56,7 @@ def worker_cores(groups: int) -> list[tuple[int, ...]]:
     except AttributeError:  # pragma: no cover - not Linux: threads
         return []
     env = os.environ.get(PROCS_ENV)
-    try:
-        cap = len(cores) if not env else int(env)
-    except ValueError:
-        from grle_jax.errors import ConfigError
-
-        raise ConfigError(PROCS_ENV, f"must be a whole number of worker processes (0: threads), got {env!r}") from None
+    cap = len(cores) if not env else int(env)  # checked by train.sweep.check_env
     n = min(groups, len(cores), cap)
     if n < 2:
         return []

@@ -214,6 +214,24 @@ FIXED_GROUP_RUNS = 512
 FIXED_GROUP_ABOVE = {"random": 128}  # the others: 8
 
 
+def check_env() -> None:
+    """The A/B switches of the groups (``GRLE_JAX_GROUP_RUNS``, ``GRLE_JAX_LEARN_CHUNK``,
+    ``GRLE_JAX_GROUP_PROCS``), when set, are whole numbers >= 0: else one ``ConfigError`` naming the
+    variable and its value (the CLIs check them before they start anything)."""
+    from .procs import PROCS_ENV
+
+    for name in (GROUP_ENV, LEARN_CHUNK_ENV, PROCS_ENV):
+        val = os.environ.get(name)
+        if val is None or val == "":
+            continue
+        try:
+            ok = int(val) >= 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ConfigError(name, f"must be a whole number >= 0 (0: off), got {val!r}")
+
+
 def group_plan(runs: int, per_group: int | None, above: int | None = None) -> tuple[int, int] | None:
     """(groups, width): ``runs`` split into ``max(2, ceil(runs / per_group))`` groups of one width
     (the last padded by repeating its last run, fewer pads than the width), one more group where
@@ -255,6 +273,7 @@ class Executor:
                  fast_compile: bool = False):
         from . import compiling
 
+        check_env()
         self.rs = rs
         self.fast_compile = bool(fast_compile)  # the run program compiled the fast way (train.compiling)
         self.n_dev = jax.device_count()
