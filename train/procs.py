@@ -105,6 +105,11 @@ class Workers:
         root = os.path.dirname(os.path.dirname(os.path.abspath(train.__file__)))
         env = dict(os.environ, JAX_PLATFORMS="cpu",
                    PYTHONPATH=os.pathsep.join([root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        import jax
+
+        if jax.config.jax_compilation_cache_dir:  # this process's persistent compile cache, set in code or not
+            env["JAX_COMPILATION_CACHE_DIR"] = str(jax.config.jax_compilation_cache_dir)
+            env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(jax.config.jax_persistent_cache_min_compile_time_secs)
         self.cores = cores
         self.procs = [subprocess.Popen([sys.executable, "-m", "train.procs", ",".join(map(str, c))],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
