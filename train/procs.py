@@ -308,6 +308,10 @@ def _serve(inp, out) -> None:
 
 
 def main() -> None:
+    import signal
+
+    # Ctrl-C in a terminal reaches the whole process group: the parent stops (and kills) its workers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(",")})  # before jax sizes its thread pool
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to stderr: stdout carries the messages only
