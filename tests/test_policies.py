@@ -147,34 +147,41 @@ def test_actor_uses_the_dense_path():
 
 
 def test_dense_edge_head_equals_the_gathers_bit_for_bit():
-    """The edge head's ``zd[senders] + zo[receivers]`` on the dense layout (a broadcast over the
-    (B, N, P) grid, ``gcn._pair_grid``) gives the gathers' values AND, in the backward pass, their
-    transpose's (a scatter-add in edge order) sums bit for bit: jitted, and vmapped over runs as
-    training runs it. So the dense head changed no result."""
+    """The edge head's ``(h @ w_dev)[senders] + (h @ w_opt)[receivers]`` on the dense layout
+    (``gcn._pair_grid``: each map on its own side's rows, then a broadcast over the (B, N, P) grid)
+    gives the gathers' values AND, in the backward pass, the nodes' gradient (the gathers'
+    transpose is a scatter-add in edge order) bit for bit: jitted, and vmapped over runs as training
+    runs it. The weights' gradients sum the device (option) rows only instead of every row with
+    zeros on the other side: the same sums in another float32 order, checked against float64."""
     from grle_jax.policies.gcn import _pair_grid
 
-    b, n, p, f = 3, 7, 6, 16
+    b, n, p, f, g = 3, 7, 6, 16, 8
     snd, rcv = edge_index(n, p)
     off = (np.arange(b) * (n + p))[:, None]
     snd, rcv = (snd[None] + off).reshape(-1), (rcv[None] + off).reshape(-1)
     layout = DenseLayout(b, n, p)
-    k = jax.random.split(jax.random.key(0), 3)
-    zd, zo = (jax.random.normal(k[i], (4, b * (n + p), f)) for i in range(2))
-    ct = jax.random.normal(k[2], (4, b * n * p, f))
+    k = jax.random.split(jax.random.key(0), 4)
+    h = jax.random.normal(k[0], (4, b * (n + p), f))
+    w_dev, w_opt = (jax.random.normal(k[i], (4, f, g)) for i in (1, 2))
+    ct = jax.random.normal(k[3], (4, b * n * p, g))
 
     def both(fn):
-        def one(zd, zo, ct):
-            out, vjp = jax.vjp(fn, zd, zo)
-            return out, vjp(ct)
-        return jax.jit(jax.vmap(one))(zd, zo, ct)
+        def one(h, w_dev, w_opt, ct):
+            out, vjp = jax.vjp(fn, h, w_dev, w_opt)
+            return (out,) + vjp(ct)
+        return [np.asarray(x) for x in jax.jit(jax.vmap(one))(h, w_dev, w_opt, ct)]
 
-    want = both(lambda zd, zo: zd[snd] + zo[rcv])
-    got = both(lambda zd, zo: _pair_grid(layout, zd, zo))
-    for w, g in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):
-        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
-    d_dev, d_opt = (np.asarray(x).reshape(4, b, n + p, f) for x in got[1])
-    assert np.abs(d_dev[:, :, :n]).min() > 0 and np.abs(d_opt[:, :, n:]).min() > 0  # every row got its sum
-    assert not d_dev[:, :, n:].any() and not d_opt[:, :, :n].any()
+    want = both(lambda h, wd, wo: (h @ wd)[snd] + (h @ wo)[rcv])
+    got = both(lambda h, wd, wo: _pair_grid(layout, h, wd, wo))
+    np.testing.assert_array_equal(got[0], want[0])  # values
+    np.testing.assert_array_equal(got[1], want[1])  # d h
+    assert np.abs(got[1]).min() > 0  # every node row got its sum
+    # d w_dev = sum over edges of h[sender] ct, d w_opt likewise over receivers, in float64
+    h64, ct64 = np.asarray(h, np.float64), np.asarray(ct, np.float64)
+    for j, idx in ((2, snd), (3, rcv)):
+        ref = np.einsum("ref,reg->rfg", h64[:, idx], ct64)
+        np.testing.assert_allclose(got[j], ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+        np.testing.assert_allclose(want[j], ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
 def test_graph_fixed_shape():

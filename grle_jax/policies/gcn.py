@@ -33,14 +33,17 @@ Two implementations of the aggregation, the same map:
   (``tests/test_policies.py`` checks that the two give the same logits and gradients); fewer,
   larger products make a GRLE learning step about 1.4x faster on a 2-core CPU than the form with
   a product per map (docs/benchmarks.md, "One product per layer").
-The edge head ``relu(W_d h_device + W_o h_option + W_x x + b)`` on the dense layout broadcasts the
-device and option maps over the (graphs, N, P) grid instead of gathering them per edge
-(``_pair_grid``); its backward pass sums over the grid in the order of the gathers' transpose (a
-scatter-add in edge order), so values and gradients are the gathers' bit for bit
+The edge head ``relu(W_d h_device + W_o h_option + W_x x + b)`` on the dense layout maps each side's
+rows only (``_side_maps``) and broadcasts the device and option maps over the (graphs, N, P) grid
+instead of gathering them per edge (``_pair_grid``); its backward pass sums over the grid in the
+order of the gathers' transpose (a scatter-add in edge order), so the values and the nodes'
+gradient are the gathers' bit for bit, and the weights' gradients the same sums over fewer rows
 (``tests/test_policies.py::test_dense_edge_head_equals_the_gathers_bit_for_bit``).
 """
 
 from __future__ import annotations
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -151,14 +154,15 @@ def _narrow_dense(layout: DenseLayout, w, h, x, self_p, fwd_k, bwd_k, fwd_e, bwd
 
 def _wide_dense(layout: DenseLayout, w, h, x, self_p, fwd_k, bwd_k, fwd_e, bwd_e):
     """The same when the inputs are at least as wide as the outputs (the second layer, 128 -> 64):
-    the node maps run on the sending nodes only (devices forward, options backward), then are
-    summed over the grid; the self map, the summed edge features' maps and their biases are ONE
+    the node maps run on the sending nodes only (devices forward, options backward, ``_side_maps``),
+    then are summed over the grid; the self map, the summed edge features' maps and their biases are ONE
     product, ``[h | sum_o c x, sum_o c | 0]`` / ``[h | 0 | sum_n c x, sum_n c]`` against
     ``[W_self; W_bwd_x; b_bwd; W_fwd_x; b_fwd]``."""
     n = layout.devices
     c, h, x_dev, x_opt = _dense_sums(layout, w, h, x)
-    to_dev = jnp.einsum("bnp,bpf->bnf", c, h[:, n:] @ bwd_k)
-    to_opt = jnp.einsum("bnp,bnf->bpf", c, h[:, :n] @ fwd_k)
+    from_dev, from_opt = _side_maps(n, h, fwd_k, bwd_k)
+    to_dev = jnp.einsum("bnp,bpf->bnf", c, from_opt)
+    to_opt = jnp.einsum("bnp,bnf->bpf", c, from_dev)
     z = jnp.concatenate([h, _side_blocks(x_dev, x_opt)], axis=-1)
     kernel = jnp.concatenate([self_p[0], bwd_e[0], bwd_e[1][None], fwd_e[0], fwd_e[1][None]], axis=0)
     own = z.reshape(-1, z.shape[-1]) @ kernel + self_p[1]
@@ -180,24 +184,49 @@ class GCNActor(nn.Module):
         for width in self.hidden:
             h = EdgeConv(width)(graph._replace(nodes=h), edge_mask, layout)
         # Dense on [h_device || h_option || edge], split by blocks so the node parts run per node
-        zd = nn.Dense(self.head, use_bias=False, name="head_device")(h)
-        zo = nn.Dense(self.head, use_bias=False, name="head_option")(h)
+        # (nn.Dense's parameters: the same names, shapes and initial values)
+        w_dev = _Affine(self.head, False, name="head_device")(h.shape[-1])[0]
+        w_opt = _Affine(self.head, False, name="head_option")(h.shape[-1])[0]
         if layout is None:
-            pair = zd[graph.senders] + zo[graph.receivers]
+            pair = (h @ w_dev)[graph.senders] + (h @ w_opt)[graph.receivers]
         else:
-            pair = _pair_grid(layout, zd, zo)
+            pair = _pair_grid(layout, h, w_dev, w_opt)
         z = nn.relu(pair + nn.Dense(self.head, name="head_edge")(graph.edges))
         return nn.Dense(1)(z)[:, 0]
 
 
-def _pair_grid(layout: DenseLayout, zd: jnp.ndarray, zo: jnp.ndarray) -> jnp.ndarray:
-    """``zd[senders] + zo[receivers]`` on the dense layout, (E, F): the device rows broadcast over
-    the options and the option rows over the devices, no gather (nor, in the backward pass, scatter)."""
+def _pair_grid(layout: DenseLayout, h: jnp.ndarray, w_dev: jnp.ndarray, w_opt: jnp.ndarray) -> jnp.ndarray:
+    """``(h @ w_dev)[senders] + (h @ w_opt)[receivers]`` on the dense layout, (E, G): each map on
+    its own side's rows only (``_side_maps``), then the device rows broadcast over the options and
+    the option rows over the devices, no gather (nor, in the backward pass, scatter)."""
     b, n, p = layout.graphs, layout.devices, layout.options
-    f = zd.shape[-1]
-    dev = zd.reshape(b, n + p, f)[:, :n]
-    opt = zo.reshape(b, n + p, f)[:, n:]
-    return _broadcast_pair(dev, opt).reshape(b * n * p, f)
+    dev, opt = _side_maps(n, h.reshape(b, n + p, h.shape[-1]), w_dev, w_opt)
+    return _broadcast_pair(dev, opt).reshape(b * n * p, w_dev.shape[-1])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _side_maps(n: int, h: jnp.ndarray, w_dev: jnp.ndarray, w_opt: jnp.ndarray):
+    """(B, N + P, F) nodes -> ``h[:, :n] @ w_dev`` (B, N, G) on the device rows and
+    ``h[:, n:] @ w_opt`` (B, P, G) on the option rows. The backward pass gives ``h`` its gradient
+    as ONE concatenation of the two sides' rows: autodiff's form (each slice's transpose a zero pad
+    of all N + P rows, then their sum) and both maps applied to every row (zeros on the other side,
+    as ``nn.Dense`` on all of ``h`` gives) made a GRLE learning step about 7 % slower on a CPU
+    (docs/benchmarks.md, "Each map on its own rows")."""
+    return h[:, :n] @ w_dev, h[:, n:] @ w_opt
+
+
+def _side_maps_fwd(n, h, w_dev, w_opt):
+    return _side_maps(n, h, w_dev, w_opt), (h, w_dev, w_opt)
+
+
+def _side_maps_bwd(n, res, g):
+    h, w_dev, w_opt = res
+    g_dev, g_opt = g
+    dh = jnp.concatenate([g_dev @ w_dev.T, g_opt @ w_opt.T], axis=1)
+    return dh, jnp.einsum("bnf,bng->fg", h[:, :n], g_dev), jnp.einsum("bpf,bpg->fg", h[:, n:], g_opt)
+
+
+_side_maps.defvjp(_side_maps_fwd, _side_maps_bwd)
 
 
 @jax.custom_vjp
