@@ -210,7 +210,7 @@ def _side_maps(n: int, h: jnp.ndarray, w_dev: jnp.ndarray, w_opt: jnp.ndarray):
     ``h[:, n:] @ w_opt`` (B, P, G) on the option rows. The backward pass gives ``h`` its gradient
     as ONE concatenation of the two sides' rows: autodiff's form (each slice's transpose a zero pad
     of all N + P rows, then their sum) and both maps applied to every row (zeros on the other side,
-    as ``nn.Dense`` on all of ``h`` gives) made a GRLE learning step about 7 % slower on a CPU
+    as ``nn.Dense`` on all of ``h`` gives) made a GRLE learning step about 1.1x slower on a CPU
     (docs/benchmarks.md, "Each map on its own rows")."""
     return h[:, :n] @ w_dev, h[:, n:] @ w_opt
 
@@ -223,7 +223,11 @@ def _side_maps_bwd(n, res, g):
     h, w_dev, w_opt = res
     g_dev, g_opt = g
     dh = jnp.concatenate([g_dev @ w_dev.T, g_opt @ w_opt.T], axis=1)
-    return dh, jnp.einsum("bnf,bng->fg", h[:, :n], g_dev), jnp.einsum("bpf,bpg->fg", h[:, n:], g_opt)
+    # as (rows, features) matrices: with the einsum over (B, N) XLA:CPU transposed each side's rows
+    # first, slowly (docs/benchmarks.md, "Each map on its own rows")
+    f, k = h.shape[-1], g_dev.shape[-1]
+    rows_dev, rows_opt = h[:, :n].reshape(-1, f), h[:, n:].reshape(-1, f)
+    return dh, rows_dev.T @ g_dev.reshape(-1, k), rows_opt.T @ g_opt.reshape(-1, k)
 
 
 _side_maps.defvjp(_side_maps_fwd, _side_maps_bwd)
