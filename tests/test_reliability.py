@@ -392,6 +392,36 @@ def test_grid_estimate_one_line(argv, field, capsys):
     one_line(capsys, field)
 
 
+@pytest.mark.parametrize("argv,field", [
+    (["--runs", "0"], "runs"), (["--slots", "15"], "slots"), (["--reps", "0"], "reps"),
+    (["--chunk", "0"], "chunk"), (["--scenario", "mars"], "scenario"), (["--policy", "droo"], "policy"),
+    (["--json", "/no/such/folder/x.json"], "json"),
+])
+def test_group_split_one_line(argv, field, capsys):
+    from benchmarks import group_split
+
+    assert group_split.main(argv) == 2
+    one_line(capsys, field)
+
+
+def test_group_split_measures_four_ways(tmp_path, capsys):
+    """benchmarks.group_split: the group timed as trained, without the greedy candidate, without
+    learning and without both; the split is made of those four medians."""
+    from benchmarks import group_split
+
+    out = tmp_path / "split.json"
+    assert group_split.main(["--runs", "2", "--slots", "10", "--reps", "1", "--devices", "3",
+                             "--json", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    ms = {k: v["ms_per_slot"] for k, v in rec["variants"].items()}
+    assert set(ms) == {"as trained", "no greedy candidate", "no learning", "neither"}
+    assert all(v > 0 for v in ms.values())
+    assert rec["split_ms"]["learning"] == pytest.approx(ms["as trained"] - ms["no learning"])
+    assert rec["split_ms"]["greedy candidate"] == pytest.approx(ms["as trained"] - ms["no greedy candidate"])
+    assert rec["split_ms"]["rest of acting"] == ms["neither"]
+    assert "learning" in capsys.readouterr().out
+
+
 def test_grid_estimate_arithmetic():
     """The full grid's hours from per-N costs, against a plain count: 15 N values x 16 cells x
     5 seeds x 10,000 slots, costs linear in N between the measured points and beyond them."""
