@@ -6,7 +6,8 @@ slot on the same draws: as trained; without the greedy candidate (``greedy_candi
 without learning (``train_every`` past the run's end, so no Adam step is taken); and without both.
 The differences are the learning steps' and the greedy decode's share of a slot (they interact
 little: the decode is acting, the step learning). Each variant compiles first (not counted), then
-``--reps`` calls of ``--slots`` slots, the median reported.
+``--reps`` calls of ``--slots`` slots, the median reported, and whether the parameters moved
+(``learned``: true as trained, false without learning).
 
     taskset -c 0 python -m benchmarks.group_split               # GRLE, 32 runs, as a worker runs them
     python -m benchmarks.group_split --runs 8 --slots 20 --reps 3 --json out.json
@@ -30,6 +31,7 @@ VARIANTS = (("as trained", {}), ("no greedy candidate", {"greedy_candidate": Fal
 def measure(policy: str, runs: int, slots: int, reps: int, devices: int, scenario: str, chunk: int,
             extra: dict) -> dict:
     import jax
+    import numpy as np
 
     from grle_jax.agent import AgentConfig
     from grle_jax.config import Config
@@ -40,6 +42,7 @@ def measure(policy: str, runs: int, slots: int, reps: int, devices: int, scenari
     ex = Executor(rs, shard=False, group_runs=runs)
     run = rs.trainer.batched("run", rs.axes, False, chunk)
     state = jax.block_until_ready(ex.init())
+    before = [np.array(x) for x in jax.tree_util.tree_leaves(state.variables)]  # the state is donated
     t0 = time.perf_counter()
     state, rec = run(state, rs.hyper, 0, slots)
     jax.block_until_ready(rec)
@@ -52,7 +55,9 @@ def measure(policy: str, runs: int, slots: int, reps: int, devices: int, scenari
         times.append(time.perf_counter() - t1)
         t += slots
     med = statistics.median(times)
-    return {"ms_per_slot": med / slots * 1e3, "agent_slots_per_s": runs * slots / med, "first_call_s": first}
+    learned = any(not np.array_equal(b, np.asarray(a)) for b, a in zip(before, jax.tree_util.tree_leaves(state.variables)))
+    return {"ms_per_slot": med / slots * 1e3, "agent_slots_per_s": runs * slots / med, "first_call_s": first,
+            "learned": learned}
 
 
 def main(argv=None) -> int:

@@ -416,6 +416,8 @@ def test_group_split_measures_four_ways(tmp_path, capsys):
     ms = {k: v["ms_per_slot"] for k, v in rec["variants"].items()}
     assert set(ms) == {"as trained", "no greedy candidate", "no learning", "neither"}
     assert all(v > 0 for v in ms.values())
+    learned = {k: v["learned"] for k, v in rec["variants"].items()}  # the parameters moved, or not
+    assert learned == {"as trained": True, "no greedy candidate": True, "no learning": False, "neither": False}
     assert rec["split_ms"]["learning"] == pytest.approx(ms["as trained"] - ms["no learning"])
     assert rec["split_ms"]["greedy candidate"] == pytest.approx(ms["as trained"] - ms["no greedy candidate"])
     assert rec["split_ms"]["rest of acting"] == ms["neither"]
