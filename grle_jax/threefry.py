@@ -44,8 +44,8 @@ def _unroll_on_cpu() -> bool:
 
 
 def materialised(x):
-    """``x`` (a 32-bit type), unchanged, as the output of a reduction (its bits xor zero), on the
-    CPU; elsewhere ``x`` itself. XLA does not fuse a reduction into its consumers, so what made
+    """``x`` (a 32- or 64-bit type), unchanged, as the output of a reduction (its bits xor zero), on
+    the CPU; elsewhere ``x`` itself. XLA does not fuse a reduction into its consumers, so what made
     ``x`` is computed once, and a transpose stays a transposed array instead of being folded into
     the dot that reads it. XLA removes ``optimization_barrier`` on the CPU, and simplifies a max of
     two copies, so neither serves."""
@@ -54,9 +54,10 @@ def materialised(x):
 
     if jax.default_backend() != "cpu":
         return x
-    bits = x if x.dtype == jnp.uint32 else lax.bitcast_convert_type(x, jnp.uint32)  # 32-bit types only
-    bits = lax.reduce(jnp.stack([bits, jnp.zeros_like(bits)]), jnp.uint32(0), lax.bitwise_xor, (0,))
-    return bits if x.dtype == jnp.uint32 else lax.bitcast_convert_type(bits, x.dtype)
+    ut = jnp.dtype(f"uint{8 * x.dtype.itemsize}")  # uint32, or uint64 for float64 under jax_enable_x64
+    bits = x if x.dtype == ut else lax.bitcast_convert_type(x, ut)
+    bits = lax.reduce(jnp.stack([bits, jnp.zeros_like(bits)]), ut.type(0), lax.bitwise_xor, (0,))
+    return bits if x.dtype == ut else lax.bitcast_convert_type(bits, x.dtype)
 
 
 def computed_once(x):

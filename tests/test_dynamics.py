@@ -433,11 +433,12 @@ def test_chunked_kernel_equals_whole_batch(monkeypatch, chunk, pair, pair_chunk,
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_fcfs_pick_equals_the_float_sum_bit_for_bit(dtype):
-    """The FCFS step picks the task at each position as an integer sum of bit patterns
-    (``dynamics._pick``, faster on XLA:CPU); it must equal the masked float sum it replaced bit for
-    bit, for one-hot and empty columns and for the special values (+-0, +-inf, NaN, subnormals);
-    float64 too (``jax_enable_x64``), where the patterns are int64."""
-    from grle_jax.dynamics import _pick
+    """Before its loop the FCFS step picks the task at every position as integer sums of bit
+    patterns (``dynamics._pick_ranked``, faster on XLA:CPU); each position's row must equal the
+    masked float sum the step once took at that position, bit for bit, for held and empty positions
+    and for the special values (+-0, +-inf, NaN, subnormals); float64 too (``jax_enable_x64``),
+    where the patterns are int64."""
+    from grle_jax.dynamics import _pick_ranked
 
     rng = np.random.default_rng(7)
     q, n, b = 4, 14, 512
@@ -445,12 +446,13 @@ def test_fcfs_pick_equals_the_float_sum_bit_for_bit(dtype):
     x = rng.standard_normal((q, n, b)).astype(dtype) * 1e3
     special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, tiny, -tiny, np.finfo(dtype).max], dtype)
     x[:, :, :64] = np.resize(special, (q, n, 64))  # every special value at every position
-    rank = np.argsort(rng.random((n, b)), axis=0)  # a permutation of 0..N-1 per column
+    rank = np.argsort(rng.random((n, b)), axis=0).astype(np.int32)  # a permutation of 0..N-1 per column
+    rank[3, ::3] = n  # and columns where one position is held by no device (an empty row)
     ity = np.int32 if dtype == "float32" else np.int64
     with jax.enable_x64(dtype == "float64"):
-        for p in (0, 5, n - 1, n):  # position n: no task there (an empty column)
-            hot, xs = jnp.asarray(rank == p), jnp.asarray(x)
-            got = jax.jit(_pick)(hot, xs)
-            want = jax.jit(lambda h, v: jnp.sum(jnp.where(h[None], v, 0.0), axis=1))(hot, xs)
-            assert got.dtype == want.dtype == np.dtype(dtype)
-            np.testing.assert_array_equal(np.asarray(got).view(ity), np.asarray(want).view(ity))
+        got = jax.jit(_pick_ranked)(jnp.asarray(rank), jnp.asarray(x))
+        assert got.shape == (n, q, b) and got.dtype == np.dtype(dtype)
+        total = jax.jit(lambda h, v: jnp.sum(jnp.where(h[None], v, 0.0), axis=1))
+        for p in range(n):
+            want = total(jnp.asarray(rank == p), jnp.asarray(x))
+            np.testing.assert_array_equal(np.asarray(got[p]).view(ity), np.asarray(want).view(ity), err_msg=str(p))
