@@ -86,62 +86,52 @@ def _batch_minor(static: EnvStatic):
     return outcome
 
 
-# Lanes (environments x candidates x runs, merged into the kernel's trailing axis) per chunk. On
-# a CPU a batch wider than this runs over equal chunks of at most this many lanes, two at a time
-# (``_in_chunks``), so that the kernel's (N, lanes) intermediates stay in the caches (issue 14;
-# docs/benchmarks.md, "Chunked slot kernel"); from PAIR_LANES up to this width, as one pair (below).
-# XLA vectorises a chunk differently from the whole batch, so rewards may move in the last bit. On
+# From this many lanes (environments x candidates x runs, merged into the kernel's trailing axis)
+# a CPU batch runs in an even number of equal chunks, two at a time (``_in_chunks``), so that the
+# kernel's (N, lanes) intermediates stay in the caches (issue 14; docs/benchmarks.md, "Chunked slot
+# kernel", "One pair of chunks from 1,024 lanes"); below it one pass, the program it always was. On
 # other platforms (a GPU wants the whole batch in one kernel) it is always one pass.
-LANE_CHUNK = 8192
-# From this many lanes up to LANE_CHUNK, a CPU batch runs as one pair of half-width chunks (XLA:CPU
-# runs the kernel faster inside such a map than as one pass: candidate scoring 2.3-2.5x at 1,024
-# lanes, 1.4-1.6x from 2,048 to 8,192; docs/benchmarks.md, "One pair of chunks from 1,024 lanes");
-# below it one pass, the program it always was. Times and rewards may move in the last bit, as
-# past LANE_CHUNK (at 1,024, 1,536 and 2,048 lanes they did not in our checks).
 PAIR_LANES = 1024
-# Up to LANE_CHUNK lanes the chunks of a pair are at most this wide: 8,192 lanes run as two pairs
-# of 2,048-lane chunks, not one pair of 4,096 (docs/benchmarks.md, "Chunks of at most 2,048 lanes").
-PAIR_CHUNK = 2048
+# The chunks are at most this wide: 1,024 lanes run as one pair of 512, 8,192 as eight pairs, 65,536
+# as 64 (docs/benchmarks.md, "Chunks of 512 lanes at every width": 1.2-1.8x over chunks of 2,048
+# up to 8,192 lanes and of 8,192 past it, on a CPU with 512 KB of L2 a core). The chunk width
+# moved no bit in our checks (it may move a last bit of a time or reward: XLA vectorises a chunk by
+# its width; docs/model.md section 8).
+PAIR_CHUNK = 512
 
 
 def _chunked_kernel(static: EnvStatic, *args):
     """``_kernel`` on the merged trailing axis; from ``PAIR_LANES`` lanes, when compiled for a
     CPU, in equal chunks (``lax.platform_dependent`` picks the branch when the program is lowered)."""
     lanes = args[0].shape[-1]
-    if lanes <= LANE_CHUNK and lanes < PAIR_LANES:
+    if lanes < PAIR_LANES:
         return _kernel(static, *args)
     return jax.lax.platform_dependent(*args, cpu=functools.partial(_in_chunks, static),
                                       default=functools.partial(_kernel, static))
 
 
 def _in_chunks(static: EnvStatic, *args):
-    """``_kernel`` in equal chunks of at most ``LANE_CHUNK`` lanes (padded with copies of the
-    last lane to a multiple of 8, the padding dropped afterwards), two at a time: a ``lax.map``
-    over pairs of chunks whose body is a ``lax.map`` over the pair (an odd count gets one more
-    chunk, of copies of the last, dropped). Every chunk is the same computation on the same
-    lanes as in a plain ``lax.map`` over the chunks, so the numbers are the same bit for bit;
-    on a 2-core CPU the pairs run 2.2-2.4x faster (docs/benchmarks.md, "Chunks in pairs")."""
+    """``_kernel`` in an even number of equal chunks of at most ``PAIR_CHUNK`` lanes (padded with
+    copies of the last lane to a multiple of 8, the padding dropped afterwards), two at a time: a
+    ``lax.map`` over pairs of chunks whose body is a ``lax.map`` over the pair (one pair: no outer
+    loop). Every chunk is the same computation on the same lanes as in a plain ``lax.map`` over the
+    chunks, so the numbers are the same bit for bit; on a 2-core CPU the pairs run 2.2-2.4x faster
+    (docs/benchmarks.md, "Chunks in pairs")."""
     lanes = args[0].shape[-1]
-    if lanes <= LANE_CHUNK:  # pairs of chunks of at most PAIR_CHUNK lanes (one pair up to 2 x PAIR_CHUNK)
-        chunks = 2 * max(1, -(-lanes // (2 * PAIR_CHUNK)))
-    else:
-        chunks = -(-lanes // LANE_CHUNK)
+    pairs = -(-lanes // (2 * PAIR_CHUNK))
+    chunks = 2 * pairs
     per = -(-lanes // chunks)  # ceil
     width = -(-per // 8) * 8
     pad = chunks * width - lanes
-    pairs = -(-chunks // 2)
 
     def split(a):
         if pad:
             a = jnp.concatenate([a, jnp.broadcast_to(a[..., -1:], a.shape[:-1] + (pad,))], axis=-1)
         a = jnp.moveaxis(a.reshape(a.shape[:-1] + (chunks, width)), -2, 0)
-        if chunks % 2:
-            a = jnp.concatenate([a, a[-1:]], axis=0)
         return a.reshape((pairs, 2) + a.shape[1:])
 
     def join(o):
-        o = o.reshape((2 * pairs,) + o.shape[2:])[:chunks]
-        o = jnp.moveaxis(o, 0, -2)
+        o = jnp.moveaxis(o.reshape((chunks,) + o.shape[2:]), 0, -2)
         return o.reshape(o.shape[:-2] + (chunks * width,))[..., :lanes]
 
     out = jax.lax.map(lambda pair: jax.lax.map(lambda xs: _kernel(static, *xs), pair), tuple(split(a) for a in args))

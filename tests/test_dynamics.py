@@ -214,7 +214,7 @@ def test_in_order_sums_in_index_order(n):
     cfg = Config(devices=n, servers=2, rho=0.0, slot_ms=20.0, deadline_ms=30.0)
     static, params = cfg.static(DEFAULT_PROFILE), cfg.params(DEFAULT_PROFILE)
     rng = np.random.default_rng(n + 1)
-    B = 1100  # past PAIR_LANES: the kernel runs in a pair of chunks on a CPU
+    B = 1100  # past PAIR_LANES: the kernel runs in chunks on a CPU
     obs = Observation(s=jnp.asarray(rng.uniform(20.0, 60.0, (B, n)), jnp.float32),
                       r_hat=jnp.asarray(rng.uniform(10.0, 40.0, (B, n, 2)), jnp.float32),
                       phi=jnp.asarray(rng.uniform(0.5, 1.0, (B, 2)), jnp.float32), L=jnp.ones((B, n, 2), bool),
@@ -380,18 +380,16 @@ def test_inactive_and_unlinked_devices():
     assert float(out.reward) == pytest.approx(float(params.acc[0]) - 1.5, abs=1e-5)
 
 
-@pytest.mark.parametrize("chunk, pair, pair_chunk, more_loops",
-                         [(64, None, None, 2), (130, None, None, 1), (None, 200, None, 1), (None, 200, 64, 2)])
-def test_chunked_kernel_equals_whole_batch(monkeypatch, chunk, pair, pair_chunk, more_loops):
-    """A batch wider than ``dynamics.LANE_CHUNK`` lanes runs the slot kernel over equal, padded
-    chunks, two at a time (a ``lax.map`` over pairs of chunks of a ``lax.map`` over the pair; issue
-    14); one of ``PAIR_LANES`` lanes or more, up to ``LANE_CHUNK``, as one pair of half-width
-    chunks. Forced here on 7 x 37 = 259 lanes: a 64-lane chunk gives 5 chunks of 56 (21 padded
-    lanes, and a sixth chunk of padding to make the pairs), a 130-lane one 2 chunks of 136, and
-    ``PAIR_LANES`` = 200 (the default ``LANE_CHUNK``) the same pair of 136, and with
-    ``PAIR_CHUNK`` = 64 as well three pairs of 48-lane chunks (29 padded lanes). Every outcome
-    equals the whole batch's (booleans exactly, times and rewards to float32 rounding: XLA
-    vectorises a chunk differently) and each decision scored alone."""
+@pytest.mark.parametrize("pair_chunk, more_loops", [(None, 1), (130, 1), (64, 2), (40, 2)])
+def test_chunked_kernel_equals_whole_batch(monkeypatch, pair_chunk, more_loops):
+    """A batch of ``dynamics.PAIR_LANES`` lanes or more runs the slot kernel over an even number of
+    equal, padded chunks of at most ``PAIR_CHUNK`` lanes, two at a time (a ``lax.map`` over the
+    pairs of a ``lax.map`` over the pair, one pair no outer loop; issue 14). Forced here on
+    7 x 37 = 259 lanes with ``PAIR_LANES`` = 200: the default 512-lane chunk and a 130-lane one give
+    one pair of 136 (13 padded lanes), a 64-lane one three pairs of 48 (29 padded), a 40-lane one
+    four pairs of 40 (61 padded: a whole chunk of padding). Every outcome equals the whole batch's
+    (booleans exactly, times and rewards to float32 rounding: XLA may vectorise a chunk differently)
+    and each decision scored alone."""
     import grle_jax.dynamics as dyn
 
     static, params = _setup(5, 2)
@@ -403,16 +401,13 @@ def test_chunked_kernel_equals_whole_batch(monkeypatch, chunk, pair, pair_chunk,
     opts = jax.random.randint(jax.random.key(5), (B, K, 5), -1, static.options + 1)
 
     def outcomes():
-        dyn._batch_minor.cache_clear()  # the kernel reads LANE_CHUNK when it is traced
+        dyn._batch_minor.cache_clear()  # the kernel reads PAIR_LANES, PAIR_CHUNK when it is traced
         f = jax.vmap(jax.vmap(lambda o, c: evaluate(static, params, o, c), (None, 0)))
         compiled = jax.jit(f).lower(obs, opts).compile()
         return compiled(obs, opts), compiled.as_text().count(" while(")
 
     whole, loops = outcomes()  # 259 lanes: one pass (its only loop: the FCFS steps)
-    if chunk is not None:
-        monkeypatch.setattr(dyn, "LANE_CHUNK", chunk)
-    if pair is not None:
-        monkeypatch.setattr(dyn, "PAIR_LANES", pair)
+    monkeypatch.setattr(dyn, "PAIR_LANES", 200)
     if pair_chunk is not None:
         monkeypatch.setattr(dyn, "PAIR_CHUNK", pair_chunk)
     chunked, chunked_loops = outcomes()
