@@ -164,6 +164,78 @@ def in_order(x: jnp.ndarray, axis: int = 0) -> jnp.ndarray:
     return total
 
 
+# From this many (device, lane) pairs up (N x lanes; lanes: the kernel's trailing axis, at most
+# ``PAIR_CHUNK`` in a chunk) the FCFS steps run on rows (``_serve_rows``), below it as they always
+# did (``_serve_steps``): the same bits either way. Rows pay where the steps' (Q, N, B) picks
+# leave the caches (simulation 1.1-1.3x at 1,024-8,192 environments on a 2-core AMD EPYC); on
+# small batches the steps are cheaper (greedy at N = 20-30, 5 runs: 1.35-1.4x slower on rows;
+# docs/benchmarks.md, "The FCFS loop on rows").
+ROWS_FROM = 4096
+
+
+def _pick(hot: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
+    """``jnp.sum(jnp.where(hot[None], x, 0.0), axis=1)`` for a float ``x`` (Q, N, B) and a ``hot``
+    (N, B) with at most one true per column, bit for bit, summed as integer bit patterns: the one
+    picked pattern plus zeros is that pattern, so the sum is exact in any order. XLA:CPU hands a
+    float reduction to a library kernel (YNNPACK) that cannot fuse the select before it, so the
+    (Q, N, B) select was written to memory at every FCFS step; an integer reduction stays one fused
+    loop (docs/benchmarks.md, "The FCFS pick as an integer sum"). A picked -0.0 or subnormal comes
+    back as +0.0, as from the float sum (``0.0 + -0.0``; XLA:CPU treats subnormal inputs as zero;
+    a GPU that keeps subnormals would keep one in the float sum, but the picked values, times in ms,
+    works, ES indices and flags, are never subnormal).
+    ``tests/test_dynamics.py::test_fcfs_pick_equals_the_float_sum_bit_for_bit``."""
+    ity = jnp.dtype(f"int{8 * x.dtype.itemsize}")  # int32 for float32 (int64 under jax_enable_x64)
+    bits = jnp.sum(jnp.where(hot[None], jax.lax.bitcast_convert_type(x, ity), 0), axis=1, dtype=ity)
+    exponent = jax.lax.bitcast_convert_type(jnp.array(jnp.inf, x.dtype), ity)  # the exponent's bits
+    bits = jnp.where((bits & exponent) == 0, 0, bits)  # +-0 and subnormals -> +0.0
+    return jax.lax.bitcast_convert_type(bits, x.dtype)
+
+
+def _serve_step(a, w, mp, live, free, abort, D, n_es):
+    """One FCFS step: the task at position p (``a`` arrival, ``w`` work, ``mp`` its ES, ``live``
+    served) against the ES's busy-until ``free`` (M, B): its start and the new ``free``."""
+    before = sum(jnp.where(mp == k, free[k], 0.0) for k in range(n_es))
+    start_es = jnp.maximum(a, before)  # S: reaches the head of the queue
+    after = overdue_after(abort, start_es, w, before, D)
+    free = jnp.stack([jnp.where((live > 0) & (mp == k), after, free[k]) for k in range(n_es)])
+    return start_es, free
+
+
+def _serve_steps(rank, task, free, abort, D, n_es):
+    """The N FCFS steps, step p picking the task of rank p from all of ``task`` (Q, N, B) and
+    writing its start into S (N, B): (busy-until (M, B), S)."""
+
+    def serve(p, carry):
+        free, S = carry
+        hot = rank == p
+        start_es, free = _serve_step(*_pick(hot, task), free, abort, D, n_es)
+        return free, jnp.where(hot, start_es, S)
+
+    return jax.lax.fori_loop(0, rank.shape[0], serve, (free, jnp.zeros_like(task[0])))
+
+
+def _serve_rows(rank, task, free, abort, D, n_es):
+    """The same steps on rows: every position's task picked once, before the loop
+    (``_pick_ranked``), each step reading its (Q, B) row and writing one (B,) row of starts, and the
+    starts handed to the devices after the loop. The same bits as ``_serve_steps``
+    (``tests/test_dynamics.py::test_fcfs_rows_equal_steps_bit_for_bit``)."""
+    ordered = _pick_ranked(rank, task)  # (N, Q, B): the task at each position
+
+    def serve(p, carry):
+        free, S_at = carry  # S_at: (N, B) the start at position p
+        # the row as its own small array: a dynamic slice fused into the step kept XLA:CPU from
+        # vectorising the step (12x slower)
+        row = materialised(jax.lax.dynamic_index_in_dim(ordered, p, 0, keepdims=False))
+        start_es, free = _serve_step(*row, free, abort, D, n_es)
+        return free, jax.lax.dynamic_update_index_in_dim(S_at, start_es, p, 0)
+
+    free, S_at = jax.lax.fori_loop(0, rank.shape[0], serve, (free, jnp.zeros_like(task[0])))
+    S = jnp.zeros_like(task[0])
+    for p in range(rank.shape[0]):  # each device's start is its position's (a rank held twice: both get it)
+        S = jnp.where(rank == p, S_at[p], S)
+    return free, S
+
+
 def _pick_ranked(rank: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
     """The task at every FCFS position, (P, Q, B) with P = N: ``out[p] = jnp.sum(jnp.where(rank ==
     p, x, 0.0), axis=1)`` for a float ``x`` (Q, N, B) and ``rank`` (N, B) that gives each position
@@ -220,27 +292,8 @@ def _kernel(static: EnvStatic, D, rho, abort, c, acc, radio0, es0, s, rate, phi,
     ahead = (key[None, :] < key[:, None]) | ((key[None, :] == key[:, None]) & (rows.T < rows)[..., None])
     rank = jnp.sum(ahead, axis=1, dtype=jnp.int32)  # (N, B): position of task i in FCFS order
     task = jnp.stack([jnp.where(served, A, 0.0), w_full, m.astype(A.dtype), served.astype(A.dtype)])
-    # Every position's task picked once, before the loop (``_pick_ranked``), and the start times
-    # handed to the devices after it: a step reads its position's (Q, B) row and writes one (B,)
-    # row, where it had picked from the whole (Q, N, B) and rewritten all of S (N, B) (simulation
-    # 1.3-1.7x on a 2-core AMD EPYC, the same bits: docs/benchmarks.md, "The FCFS loop on rows").
-    ordered = _pick_ranked(rank, task)  # (N, Q, B): the task at each position
-
-    def serve(p, carry):
-        free, S_at = carry  # free: (M, B) busy-until of each ES; S_at: (N, B) start at position p
-        # the row as its own small array: a dynamic slice fused into the step's loop kept XLA:CPU
-        # from vectorising it (12x slower)
-        a, w, mp, live = materialised(jax.lax.dynamic_index_in_dim(ordered, p, 0, keepdims=False))
-        before = sum(jnp.where(mp == k, free[k], 0.0) for k in range(n_es))
-        start_es = jnp.maximum(a, before)  # S: reaches the head of the queue
-        after = overdue_after(abort, start_es, w, before, D)
-        free = jnp.stack([jnp.where((live > 0) & (mp == k), after, free[k]) for k in range(n_es)])
-        return free, jax.lax.dynamic_update_index_in_dim(S_at, start_es, p, 0)
-
-    es_after, S_at = jax.lax.fori_loop(0, n, serve, (jnp.maximum(es0, 0.0), jnp.zeros_like(A)))
-    S = jnp.zeros_like(A)
-    for p in range(n):  # each device's start is its position's (a rank held twice: both get it, as before)
-        S = jnp.where(rank == p, S_at[p], S)
+    serve = _serve_rows if n * A.shape[-1] >= ROWS_FROM else _serve_steps
+    es_after, S = serve(rank, task, jnp.maximum(es0, 0.0), abort, D, n_es)
     F = S + w_full
     ok = served & (F <= D)
     radio_after = jnp.where(served, jnp.where(abort, jnp.minimum(A, D), A), start)

@@ -426,14 +426,62 @@ def test_chunked_kernel_equals_whole_batch(monkeypatch, pair_chunk, more_loops):
         assert float(chunked.reward[b, k]) == pytest.approx(float(one(ob, opts[b, k])), abs=1e-5)
 
 
+@pytest.mark.parametrize("lanes", [6, 300])
+def test_fcfs_rows_equal_steps_bit_for_bit(monkeypatch, lanes):
+    """The FCFS steps on rows (``dynamics._serve_rows``: every position's task picked before the
+    loop, the starts handed back after it; wide batches) and as steps (``_serve_steps``: each step
+    picks from all the tasks; narrow ones) give the same busy-until times and starts bit for bit,
+    under both overdue rules, with ties, unserved tasks and infinite arrivals; and a whole slot
+    evaluated either way gives the same outcome bit for bit."""
+    import grle_jax.dynamics as dyn
+
+    rng = np.random.default_rng(lanes)
+    n, m = 9, 2
+    A = rng.uniform(0.0, 40.0, (n, lanes)).astype(np.float32)
+    A[2] = A[5]  # ties (to the lower index)
+    served = rng.random((n, lanes)) < 0.8
+    A[0, ::4] = np.inf
+    key = np.where(served, A, np.inf)
+    ahead = (key[None, :] < key[:, None]) | ((key[None, :] == key[:, None]) & (np.arange(n)[None, :, None] < np.arange(n)[:, None, None]))
+    rank = jnp.asarray(ahead.sum(axis=1).astype(np.int32))
+    mp = rng.integers(0, m, (n, lanes))
+    task = jnp.asarray(np.stack([np.where(served, A, 0.0), rng.uniform(1.0, 30.0, (n, lanes)), mp, served]).astype(np.float32))
+    free = jnp.asarray(rng.uniform(0.0, 20.0, (m, lanes)).astype(np.float32))
+    D = jnp.asarray(rng.uniform(10.0, 50.0, (lanes,)).astype(np.float32))
+    for abort in (True, False):
+        ab = jnp.full((lanes,), abort)
+        f_rows, s_rows = jax.jit(dyn._serve_rows, static_argnums=5)(rank, task, free, ab, D, m)
+        f_steps, s_steps = jax.jit(dyn._serve_steps, static_argnums=5)(rank, task, free, ab, D, m)
+        assert np.asarray(f_rows).tobytes() == np.asarray(f_steps).tobytes()
+        assert np.asarray(s_rows).tobytes() == np.asarray(s_steps).tobytes()
+
+    static, params = _setup(6, 2)
+    keys = jax.random.split(jax.random.key(3), lanes)
+    states = jax.vmap(lambda _: reset(static))(jnp.arange(lanes))
+    obs = jax.vmap(observe)(states, jax.vmap(lambda k, st: sample(k, params, st, static))(keys, states))
+    opts = jax.random.randint(jax.random.key(9), (lanes, 6), -1, static.options + 1)
+
+    def outcome(rows_from):
+        monkeypatch.setattr(dyn, "ROWS_FROM", rows_from)
+        dyn._batch_minor.cache_clear()  # the kernel reads ROWS_FROM when it is traced
+        return jax.jit(jax.vmap(lambda o, a: evaluate(static, params, o, a)))(obs, opts)
+
+    rows, steps = outcome(0), outcome(10 ** 9)
+    monkeypatch.undo()
+    dyn._batch_minor.cache_clear()
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(rows), jax.tree_util.tree_leaves(steps)):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), jax.tree_util.keystr(path)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_fcfs_pick_equals_the_float_sum_bit_for_bit(dtype):
-    """Before its loop the FCFS step picks the task at every position as integer sums of bit
-    patterns (``dynamics._pick_ranked``, faster on XLA:CPU); each position's row must equal the
+    """The FCFS steps pick the task at a position (``dynamics._pick``), or on rows at every position
+    before the loop (``_pick_ranked``), as integer sums of bit patterns (faster on XLA:CPU); each
+    position's row must equal the
     masked float sum the step once took at that position, bit for bit, for held and empty positions
     and for the special values (+-0, +-inf, NaN, subnormals); float64 too (``jax_enable_x64``),
     where the patterns are int64."""
-    from grle_jax.dynamics import _pick_ranked
+    from grle_jax.dynamics import _pick, _pick_ranked
 
     rng = np.random.default_rng(7)
     q, n, b = 4, 14, 512
@@ -451,3 +499,5 @@ def test_fcfs_pick_equals_the_float_sum_bit_for_bit(dtype):
         for p in range(n):
             want = total(jnp.asarray(rank == p), jnp.asarray(x))
             np.testing.assert_array_equal(np.asarray(got[p]).view(ity), np.asarray(want).view(ity), err_msg=str(p))
+            one = jax.jit(_pick)(jnp.asarray(rank == p), jnp.asarray(x))  # the steps' pick, one position
+            np.testing.assert_array_equal(np.asarray(one).view(ity), np.asarray(want).view(ity), err_msg=str(p))
