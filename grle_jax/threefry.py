@@ -56,7 +56,7 @@ def materialised(x):
         return x
     ut = jnp.dtype(f"uint{8 * x.dtype.itemsize}")  # uint32, or uint64 for float64 under jax_enable_x64
     bits = x if x.dtype == ut else lax.bitcast_convert_type(x, ut)
-    bits = lax.reduce(jnp.stack([bits, jnp.zeros_like(bits)]), ut.type(0), lax.bitwise_xor, (0,))
+    bits = lax.reduce(jnp.stack([bits, jnp.zeros_like(bits)]), jnp.array(0, ut), lax.bitwise_xor, (0,))
     return bits if x.dtype == ut else lax.bitcast_convert_type(bits, x.dtype)
 
 

@@ -37,8 +37,9 @@ The edge head ``relu(W_d h_device + W_o h_option + W_x x + b)`` on the dense lay
 rows only (``_side_maps``) and broadcasts the device and option maps over the (graphs, N, P) grid
 instead of gathering them per edge (``_pair_grid``); its backward pass sums over the grid in the
 order of the gathers' transpose (a scatter-add in edge order), so the values and the nodes'
-gradient are the gathers' bit for bit, and the weights' gradients the same sums over fewer rows
-(``tests/test_policies.py::test_dense_edge_head_equals_the_gathers_bit_for_bit``).
+gradient are the gathers' (bit for bit on the Intel CPU where it was written; on an AVX2 AMD EPYC
+the product over one side's rows rounds differently in the last bits), and the weights' gradients
+the same sums over fewer rows (``tests/test_policies.py::test_dense_edge_head_equals_the_gathers_bit_for_bit``).
 """
 
 from __future__ import annotations
