@@ -39,7 +39,7 @@ def _same(a, b) -> bool:
 
 
 def measure(policy: str, n: int, runs: int, slots: int, reps: int) -> dict:
-    from train.compiling import FAST
+    from train.compiling import DEFAULT, FAST
     from train.experiments import Cell
     from train.sweep import Executor, build_runs
 
@@ -49,7 +49,7 @@ def measure(policy: str, n: int, runs: int, slots: int, reps: int) -> dict:
     state = ex.init()
     lowered = ex._run.lower(state, rs.hyper, 0, slots)
     compile_s, fns = [], []
-    for opts in ({}, FAST):
+    for opts in (DEFAULT, FAST):  # the default way named: XLA_FLAGS may have changed it
         t = time.perf_counter()
         fns.append(lowered.compile(compiler_options=dict(opts)))
         compile_s.append(time.perf_counter() - t)

@@ -349,11 +349,14 @@ def test_oracle_in_the_final_window_only():
 
 
 @pytest.mark.parametrize("policy,grid", [("droo", None), ("drooe", {"train_every": [3, 4]})])
-def test_acting_ahead_is_acting_slot_by_slot(policy, grid):
+def test_acting_ahead_is_acting_slot_by_slot(policy, grid, default_emitters):
     """DROO and DROOE act ahead (``Trainer._block``): the slots' inputs drawn first, the MLP run on
     a block of slots at once. Bit for bit what slot-by-slot acting gives, also where an Adam step
     falls inside a block (train_every 3 or 4 against blocks of 5, chunks that start mid-block),
-    with train_every shared by the runs or different per run."""
+    with train_every shared by the runs or different per run. With XLA:CPU's default emitters
+    (``default_emitters``): with the elemental one (``--compile fast``), DROOE's block of one slot
+    holding an Adam step (slot 17 here) moves the last bit of some Adam moments (docs/model.md
+    section 8: XLA contracts a multiply and an add into one FMA where its fusions allow)."""
     from train.loop import Trainer
 
     agent = AgentConfig(policy=policy, k=3, train_every=3, batch=8, memory=32)
@@ -393,7 +396,7 @@ def test_overdue_rule_sweeps_in_one_program():
 
 
 @pytest.mark.parametrize("policy,n,seeds", [("grle", 4, 5), ("drooe", 6, 3)])
-def test_fast_compile_gives_the_same_numbers(policy, n, seeds):
+def test_fast_compile_gives_the_same_numbers(policy, n, seeds, default_emitters):
     """train.compiling: a run program compiled the fast way (XLA:CPU's elemental emitter) gives
     the numbers of the default one bit for bit, the final states (weights, Adam moments, replay
     memory) and every record. GRLE at N = 4 with 5 runs is the shape where the two ways summed the

@@ -24,9 +24,14 @@ SETUP = textwrap.dedent("""
 
 
 def _env(**extra):
+    """This process's environment for a subprocess: XLA_FLAGS only the emitter choice (conftest.py)
+    and what ``extra`` adds."""
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("XLA_FLAGS", None)
+    keep = [f for f in env.pop("XLA_FLAGS", "").split() if f.startswith("--xla_cpu_use_fusion_emitters")]
+    flags = " ".join(keep + [extra.pop("XLA_FLAGS")] if "XLA_FLAGS" in extra else keep)
+    if flags:
+        env["XLA_FLAGS"] = flags
     env.update(extra)
     return env
 

@@ -33,6 +33,8 @@ from grle_jax.errors import ConfigError
 
 MODES = ("auto", "fast", "full")
 FAST = {"xla_cpu_use_fusion_emitters": False}
+# the default way, named (what XLA:CPU does unless XLA_FLAGS says otherwise): for comparing the two
+DEFAULT = {"xla_cpu_use_fusion_emitters": True}
 FAST_UP_TO = 200_000  # device-slots (devices x slots x runs) a run program may plan to be compiled fast
 
 
