@@ -6,9 +6,11 @@ older elemental emitter (``xla_cpu_use_fusion_emitters=False``: about a third le
 code up to about 20-30 % slower for 5 runs of GRLE and GRL at N = 20-30, as fast for one run and
 for the small ones). The two give the same numbers, bit for bit, in every program and shape we
 checked (``tests/test_train.py::test_fast_compile_gives_the_same_numbers``): the two differences
-found, in the last bits of the loss and of the rewards, came from XLA ``reduce`` ops whose order
-the compiler picks, and those sums are now written in a fixed order
-(``grle_jax.policies.fixed_order_sum``, ``grle_jax.dynamics.in_order``). So the choice is only
+first found, in the last bits of the loss and of the rewards, came from XLA ``reduce`` ops whose
+order the compiler picks, and those sums are now written in a fixed order
+(``grle_jax.policies.fixed_order_sum``, ``grle_jax.dynamics.in_order``). One exception is known
+(2026-12-08, docs/model.md, acting ahead): DROOE acting ahead in a call whose last block is one
+slot long and holds an Adam step, where the last bit of some Adam moments moves. So the choice is
 one of time, made per program from the work it will do:
 
 * init programs run once: always compiled the fast way;
