@@ -349,14 +349,15 @@ def test_oracle_in_the_final_window_only():
 
 
 @pytest.mark.parametrize("policy,grid", [("droo", None), ("drooe", {"train_every": [3, 4]})])
-def test_acting_ahead_is_acting_slot_by_slot(policy, grid, default_emitters):
+def test_acting_ahead_is_acting_slot_by_slot(policy, grid):
     """DROO and DROOE act ahead (``Trainer._block``): the slots' inputs drawn first, the MLP run on
     a block of slots at once. Bit for bit what slot-by-slot acting gives, also where an Adam step
     falls inside a block (train_every 3 or 4 against blocks of 5, chunks that start mid-block),
-    with train_every shared by the runs or different per run. With XLA:CPU's default emitters
-    (``default_emitters``): with the elemental one (``--compile fast``), DROOE's block of one slot
-    holding an Adam step (slot 17 here) moves the last bit of some Adam moments (docs/model.md
-    section 8: XLA contracts a multiply and an add into one FMA where its fusions allow)."""
+    with train_every shared by the runs or different per run, whichever emitter XLA:CPU compiles
+    with (the suite's elemental one, or the default with ``GRLE_JAX_TEST_EMITTERS=default``). The
+    11-slot call ends with a block of 6 (5 + 6, not 5 + 5 + 1): compiled the elemental way, a lone
+    last slot holding an Adam step (slot 17 here) moved the last bit of DROOE's Adam moments
+    (docs/model.md, acting ahead)."""
     from train.loop import Trainer
 
     agent = AgentConfig(policy=policy, k=3, train_every=3, batch=8, memory=32)
@@ -368,7 +369,7 @@ def test_acting_ahead_is_acting_slot_by_slot(policy, grid, default_emitters):
     ref_state, ref = slot_by_slot.batched("run", rs.axes)(init(rs.keys, rs.hyper), rs.hyper, 0, 25)
     run = ahead.batched("run", rs.axes)
     state, parts, t = init(rs.keys, rs.hyper), [], 0
-    for length in (7, 11, 7):  # blocks 5 + 2, 5 + 5 + 1 from slot 7, 5 + 2 from slot 18
+    for length in (7, 11, 7):  # blocks 5 + 2, 5 + 6 from slot 7 (no lone last slot), 5 + 2 from slot 18
         state, rec = run(state, rs.hyper, t, length)
         parts.append({k: np.asarray(v) for k, v in rec.items()})
         t += length

@@ -9,9 +9,10 @@ checked (``tests/test_train.py::test_fast_compile_gives_the_same_numbers``): the
 first found, in the last bits of the loss and of the rewards, came from XLA ``reduce`` ops whose
 order the compiler picks, and those sums are now written in a fixed order
 (``grle_jax.policies.fixed_order_sum``, ``grle_jax.dynamics.in_order``). One exception is known
-(2026-12-08, docs/model.md, acting ahead): DROOE acting ahead in a call whose last block is one
-slot long and holds an Adam step, where the last bit of some Adam moments moves. So the choice is
-one of time, made per program from the work it will do:
+(2026-12-08, docs/model.md, acting ahead): DROOE acting ahead in a call of exactly one slot that
+holds an Adam step, where the last bit of some Adam moments moves (a call's last block is no
+longer a lone slot, which moved them too). So the choice is one of time, made per program from
+the work it will do:
 
 * init programs run once: always compiled the fast way;
 * a ``run`` program is compiled the fast way when its planned work, devices x slots x runs over
