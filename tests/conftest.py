@@ -6,11 +6,11 @@ import subprocess
 import sys
 
 # XLA:CPU's elemental emitter (``train.compiling``'s fast way) for every program the suite compiles,
-# in this process, its xdist workers and the subprocesses they start: a third less compile time,
-# which is most of the suite's time (on a 2-core AMD EPYC, 2026-12-08, a fresh compile cache: pytest 503 s against 632 s). The two
-# emitters give the same numbers (``tests/test_train.py::test_fast_compile_gives_the_same_numbers``
-# compiles both ways explicitly, as do the tests that pin bit-for-bit claims made for the default
-# one: the ``default_emitters`` fixture). ``GRLE_JAX_TEST_EMITTERS=default`` runs the whole suite
+# in this process, its xdist workers and the subprocesses they start: about a third less compile
+# time, and compiling is most of the suite's time (2-core AMD EPYC, 2026-12-08, a fresh compile
+# cache: pytest 503 s against 632 s). The two emitters give the same numbers
+# (``tests/test_train.py::test_fast_compile_gives_the_same_numbers`` compiles both ways, the
+# default one through the ``default_emitters`` fixture). ``GRLE_JAX_TEST_EMITTERS=default`` runs the whole suite
 # with XLA's default emitters instead. Set once, by the first process (the workers inherit it), and
 # only if this jaxlib takes the flag (an unknown XLA flag is fatal).
 FLAG = "--xla_cpu_use_fusion_emitters=false"
