@@ -424,6 +424,55 @@ def test_group_split_measures_four_ways(tmp_path, capsys):
     assert "learning" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("argv,field", [
+    (["--runs", "1", "0"], "runs"), (["--slots", "15"], "slots"), (["--reps", "0"], "reps"),
+    (["--gcn-hidden", "64,x"], "gcn_hidden"), (["--gcn-hidden", "0"], "gcn_hidden"),
+    (["--head-hidden", "0"], "head_hidden"), (["--policy", "droo", "--head-hidden", "8"], "head_hidden"),
+    (["--json", "/no/such/folder/x.json"], "json"),
+])
+def test_train_speed_one_line(argv, field, capsys):
+    from benchmarks import train_speed
+
+    assert train_speed.main(argv) == 2
+    one_line(capsys, field)
+
+
+def test_train_speed_in_turns(monkeypatch, tmp_path, capsys):
+    """benchmarks.train_speed --in-turns: every run count built (compiled) first, then one call of
+    each in turns for every repetition; rows keep the lone run first so every row has its x lone;
+    the widths reach the learner's config. Without it, one run count after another."""
+    from benchmarks import train_speed
+
+    calls, built = [], []
+
+    def build(policy, runs, slots, *rest):
+        built.append((runs, rest[-2], rest[-1]))
+        calls.append(("build", runs))
+        return {"policy": policy, "runs": runs, "slots": slots, "times": [], "first_call_s": 0.0}
+
+    def time_call(b):
+        calls.append(("call", b["runs"]))
+        b["times"].append(0.01 * b["runs"] ** 0.5)  # sqrt(runs) slower: runs / sqrt(runs) x one run's rate
+
+    monkeypatch.setattr(train_speed, "build", build)
+    monkeypatch.setattr(train_speed, "time_call", time_call)
+    monkeypatch.setattr(train_speed, "result", lambda b: {
+        "runs": b["runs"], "agent_slots_per_s": b["runs"] * b["slots"] / b["times"][0],
+        "slots_per_s_per_run": 0.0, "median_s": b["times"][0], "first_call_s": 0.0, "reps": len(b["times"])})
+    out = tmp_path / "ts.json"
+    assert train_speed.main(["--runs", "64", "1", "--slots", "10", "--reps", "2", "--in-turns",
+                             "--gcn-hidden", "32,32", "--head-hidden", "16", "--json", str(out)]) == 0
+    assert calls == [("build", 64), ("build", 1), ("call", 64), ("call", 1), ("call", 64), ("call", 1)]
+    assert built == [(64, (32, 32), 16), (1, (32, 32), 16)]  # repeated widths are two layers
+    rows = json.loads(out.read_text())["results"]
+    assert [r["runs"] for r in rows] == [1, 64] and all(r["in_turns"] for r in rows)
+    assert rows[1]["x_lone"] == pytest.approx(8.0)
+    assert "GCN 32,32, head 16" in capsys.readouterr().out
+    calls.clear()
+    assert train_speed.main(["--runs", "1", "4", "--slots", "10", "--reps", "2"]) == 0
+    assert calls == [("build", 1), ("call", 1), ("call", 1), ("build", 4), ("call", 4), ("call", 4)]
+
+
 def test_grid_estimate_arithmetic():
     """The full grid's hours from per-N costs, against a plain count: 15 N values x 16 cells x
     5 seeds x 10,000 slots, costs linear in N between the measured points and beyond them."""
