@@ -106,10 +106,11 @@ def _main(argv) -> int:
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results here")
     args = p.parse_args(argv)
     from grle_jax.agent import AgentConfig
-    from grle_jax.config import check_int
+    from grle_jax.config import Config, check_int
 
-    for name in ("slots", "reps", "devices", "servers"):
+    for name in ("slots", "reps"):
         check_int(name, getattr(args, name), 1)
+    Config(devices=args.devices, servers=args.servers)  # one line naming the field if bad
     for r in args.runs:
         check_int("runs", r, 1)
     if args.policy in ("grle", "grl", "droo", "drooe") and args.slots % 10:
@@ -177,6 +178,7 @@ def _main(argv) -> int:
                 time_call(b)
             emit(result(b))
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())  # bad input: one line, exit 2
